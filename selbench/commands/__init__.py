@@ -1,0 +1,6 @@
+"""CLI sub-commands; each module defines ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``."""
+
+COMMANDS = [
+    "plugins",
+    "select",
+]

@@ -1,0 +1,56 @@
+"""The hooks a selbench plugin may implement (pluggy project name ``selbench``).
+
+A plugin is any module or object with functions marked ``@selbench.hookimpl`` whose names
+match the specs below, registered under the ``selbench`` entry-point group of its
+distribution.  Registration hooks receive a ``register`` callback: call it once per thing
+the plugin provides.  Observer hooks are called by the harness; their return value is ignored.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .selection import Selection
+
+hookspec = pluggy.HookspecMarker("selbench")
+
+
+@hookspec
+def selbench_register_selectors(register: Callable[[Any], None]) -> None:
+    """Register architecture-selection methods.
+
+    Call ``register(selbench.Selector(name=..., run=..., options=..., needs_data=...))`` once
+    per selector.  ``run(ctx: SelectionContext) -> Selection`` turns the supernet in the
+    context into a genotype.  Names are global: two plugins registering the same name is an
+    error that names both.
+    """
+
+
+@hookspec
+def selbench_register_spaces(register: Callable[[Any], None]) -> None:
+    """Register search spaces.
+
+    Call ``register(space)`` with a :class:`selbench.SearchSpace` instance (its default
+    configuration); ``space.name`` is the name ``get_space`` and checkpoints use.
+    """
+
+
+@hookspec
+def selbench_register_datasets(register: Callable[[Any], None]) -> None:
+    """Register datasets that recipes can name in ``[data] dataset = ...``.
+
+    Call ``register(dataset)`` with an object that has a ``name`` and loads the train and
+    test images as uint8 tensors.
+    """
+
+
+@hookspec
+def selbench_register_scorers(register: Callable[[Any], None]) -> None:
+    """Register scorers: ways to turn a genotype into a leaderboard number (e.g. retraining)."""
+
+
+@hookspec
+def selbench_selection_finished(selection: "Selection") -> None:
+    """Observe a finished selection (genotype, counters, seconds); e.g. to log it to a tracker."""

@@ -1,0 +1,145 @@
+"""The plugin host: loads ``selbench`` entry points with pluggy and collects what they register.
+
+Every registered thing remembers the plugin, distribution and version it came from, so
+records and ``selbench plugins`` can name its provider.  ``SELBENCH_DISABLE_PLUGINS``
+(comma-separated plugin names, i.e. entry-point names) keeps plugins from loading.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Iterable
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError, SelbenchError
+
+ENTRY_POINT_GROUP = "selbench"
+DISABLE_ENV = "SELBENCH_DISABLE_PLUGINS"
+
+hookimpl = pluggy.HookimplMarker("selbench")
+
+# kind -> registration hook; the kind names what the error messages call the things
+KINDS = {
+    "selector": "selbench_register_selectors",
+    "space": "selbench_register_spaces",
+    "dataset": "selbench_register_datasets",
+    "scorer": "selbench_register_scorers",
+}
+
+
+@dataclass(frozen=True)
+class Registration:
+    kind: str
+    name: str
+    obj: Any
+    plugin: str
+    distribution: str | None
+    version: str | None
+
+    @property
+    def provider(self) -> str:
+        dist = f" ({self.distribution} {self.version})" if self.distribution else ""
+        return f"plugin {self.plugin!r}{dist}"
+
+
+class PluginHost:
+    """A pluggy manager plus the registries filled from its registration hooks."""
+
+    def __init__(self, plugins: Iterable[tuple[str, Any]] = (), *, entry_points: bool = True):
+        self.manager = pluggy.PluginManager(ENTRY_POINT_GROUP)
+        self.manager.add_hookspecs(hookspecs)
+        self._dists: dict[str, tuple[str, str]] = {}
+        for name in disabled_plugins():
+            self.manager.set_blocked(name)
+        for name, plugin in plugins:
+            self.manager.register(plugin, name=name)
+        if entry_points:
+            self._load_entry_points()
+        self._registry: dict[str, dict[str, Registration]] | None = None
+
+    def _load_entry_points(self) -> None:
+        for dist in metadata.distributions():
+            for ep in dist.entry_points:
+                if ep.group != ENTRY_POINT_GROUP or self.manager.is_blocked(ep.name):
+                    continue
+                if self.manager.get_plugin(ep.name) is not None:
+                    continue  # the same distribution seen twice on sys.path
+                try:
+                    plugin = ep.load()
+                except Exception as exc:  # a broken third-party plugin must not hide behind a traceback
+                    raise PluginError(
+                        f"plugin {ep.name!r} ({dist.metadata['Name']} {dist.version}) failed to import: "
+                        f"{type(exc).__name__}: {exc}; fix or uninstall it, or set {DISABLE_ENV}={ep.name}"
+                    ) from exc
+                self.manager.register(plugin, name=ep.name)
+                self._dists[ep.name] = (dist.metadata["Name"], dist.version)
+
+    # -- registries ------------------------------------------------------------------------
+    def _collect(self) -> dict[str, dict[str, Registration]]:
+        if self._registry is not None:
+            return self._registry
+        registry: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
+        for kind, hook_name in KINDS.items():
+            for impl in getattr(self.manager.hook, hook_name).get_hookimpls():
+                register = self._register_callback(registry[kind], kind, impl.plugin_name)
+                impl.function(*[register for _ in impl.argnames])
+        self._registry = registry
+        return registry
+
+    def _register_callback(self, table: dict[str, Registration], kind: str, plugin_name: str):
+        dist, version = self._dists.get(plugin_name, (None, None))
+
+        def register(obj: Any) -> None:
+            name = getattr(obj, "name", None)
+            if not isinstance(name, str) or not name:
+                raise PluginError(f"plugin {plugin_name!r} registered a {kind} without a name: {obj!r}")
+            new = Registration(kind, name, obj, plugin_name, dist, version)
+            if name in table:
+                raise PluginError(
+                    f"{kind} {name!r} is registered twice: by {table[name].provider} and by {new.provider}; "
+                    f"uninstall one or set {DISABLE_ENV} to one of their plugin names")
+            table[name] = new
+
+        return register
+
+    def registrations(self, kind: str) -> dict[str, Registration]:
+        return dict(self._collect()[kind])
+
+    def get(self, kind: str, name: str) -> Registration:
+        table = self._collect()[kind]
+        if name not in table:
+            known = ", ".join(sorted(table)) or "none"
+            raise SelbenchError(f"unknown {kind} {name!r}; registered {kind}s: {known} (see `selbench plugins`)")
+        return table[name]
+
+    def plugins(self) -> list[tuple[str, str | None, str | None]]:
+        """(plugin name, distribution, version) of every loaded plugin."""
+        return [(name, *self._dists.get(name, (None, None))) for name, _ in self.manager.list_name_plugin()]
+
+    @property
+    def hook(self):
+        return self.manager.hook
+
+
+def disabled_plugins() -> list[str]:
+    return [name.strip() for name in os.environ.get(DISABLE_ENV, "").split(",") if name.strip()]
+
+
+_default_host: PluginHost | None = None
+
+
+def plugin_host() -> PluginHost:
+    """The process-wide host, created on first use."""
+    global _default_host
+    if _default_host is None:
+        _default_host = PluginHost()
+    return _default_host
+
+
+def use_plugin_host(host: PluginHost | None) -> None:
+    """Replace the process-wide host (``None``: rebuild it on next use), e.g. in tests."""
+    global _default_host
+    _default_host = host

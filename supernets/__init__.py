@@ -1,0 +1,1 @@
+"""Search spaces shipped with selbench, registered through the ``selbench`` entry points."""
