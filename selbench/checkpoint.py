@@ -93,7 +93,10 @@ def load_supernet(path: str | os.PathLike, *, space: str | None = None, **space_
             raise CheckpointError(f"checkpoint {path}: 'alpha' must be a list of {len(chosen.cell_types)} "
                                   f"tensors ({', '.join(chosen.cell_types)})")
         alphas = dict(zip(chosen.cell_types, data["alpha"]))
-        args = {**chosen.infer_supernet_args(state_dict, alphas), **space_args}
+        try:
+            args = {**chosen.infer_supernet_args(state_dict, alphas), **space_args}
+        except CheckpointError as exc:
+            raise CheckpointError(f"checkpoint {path}: {exc}") from None
         meta = {"source": "darts", "epoch": data.get("epoch")}
     else:
         raise CheckpointError(f"checkpoint {path} is neither a selbench supernet nor a DARTS/DARTS-PT checkpoint "
@@ -115,7 +118,7 @@ def _check_compatible(supernet: nn.Module, state_dict: Mapping[str, Tensor], alp
     unexpected = [k for k in state_dict if k not in expected]
     resized = [k for k in expected if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
     for cell_type, alpha in supernet.alphas.items():
-        if cell_type not in alphas or tuple(alphas[cell_type].shape) != tuple(alpha.shape):
+        if cell_type not in alphas or tuple(getattr(alphas[cell_type], "shape", ())) != tuple(alpha.shape):
             resized.append(f"alpha[{cell_type}]")
     if missing or unexpected or resized:
         details = "; ".join(f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"

@@ -250,13 +250,18 @@ def _group_pairs(pairs: Any, name: str) -> list:
 
 
 def _concat_value(node: ast.AST, name: str) -> Sequence[int]:
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range" and not node.keywords:
-        args = [_literal(a, f"{name}_concat") for a in node.args]
-        if all(isinstance(a, int) for a in args) and 1 <= len(args) <= 3:
-            return range(*args)
-    value = _literal(node, f"{name}_concat")
-    if isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
-        return value
+    try:
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range" \
+                and not node.keywords:
+            args = [ast.literal_eval(a) for a in node.args]
+            if all(isinstance(a, int) for a in args) and 1 <= len(args) <= 3:
+                return range(*args)
+        else:
+            value = ast.literal_eval(node)
+            if isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
+                return value
+    except ValueError:
+        pass
     raise GenotypeError(f"DARTS genotype text: {name}_concat must be range(a, b) or a list of node indices")
 
 

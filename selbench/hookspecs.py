@@ -42,7 +42,8 @@ def selbench_register_datasets(register: Callable[[Any], None]) -> None:
     """Register datasets that recipes can name in ``[data] dataset = ...``.
 
     Call ``register(dataset)`` with an object that has a ``name`` and loads the train and
-    test images as uint8 tensors.
+    test images as uint8 tensors: see :class:`selbench.Dataset` (``name``, ``description``,
+    ``load(root, download=...) -> selbench.ImageSet``).
     """
 
 

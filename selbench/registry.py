@@ -66,6 +66,11 @@ class PluginHost:
                 if ep.group != ENTRY_POINT_GROUP or self.manager.is_blocked(ep.name):
                     continue
                 if self.manager.get_plugin(ep.name) is not None:
+                    first = self._dists.get(ep.name)
+                    if first is not None and first[0] != dist.metadata["Name"]:
+                        raise PluginError(
+                            f"plugin name {ep.name!r} is used by two distributions, {first[0]} {first[1]} and "
+                            f"{dist.metadata['Name']} {dist.version}; uninstall one of them")
                     continue  # the same distribution seen twice on sys.path
                 try:
                     plugin = ep.load()
@@ -117,7 +122,8 @@ class PluginHost:
 
     def plugins(self) -> list[tuple[str, str | None, str | None]]:
         """(plugin name, distribution, version) of every loaded plugin."""
-        return [(name, *self._dists.get(name, (None, None))) for name, _ in self.manager.list_name_plugin()]
+        return [(name, *self._dists.get(name, (None, None)))
+                for name, plugin in self.manager.list_name_plugin() if plugin is not None]  # None: blocked
 
     @property
     def hook(self):

@@ -54,6 +54,9 @@ class Selection:
 
     ``genotype`` is ``None`` for a *failed* selection (``failure`` says why); ``scores`` maps
     cell types to ``Tensor[E, O]`` per-op scores (larger = more important) for diagnostics.
+    ``variable_in_degree`` says whether the cells may have any number of inputs per node
+    (validated and retrained that way); ``None`` means "as the selector is registered", and
+    :func:`select` fills in the resolved value.
     """
 
     genotype: Genotype | None
@@ -67,6 +70,7 @@ class Selection:
     options: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
     device: str = ""
+    variable_in_degree: bool | None = None
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -96,7 +100,8 @@ class Selector:
 
     ``run(ctx)`` returns a :class:`Selection` (or just a :class:`Genotype`).  ``options``
     declares every option with its default; ``needs_data`` makes the harness refuse to run
-    without data; ``variable_in_degree`` lets its cells have any number of inputs per node.
+    without data; ``variable_in_degree`` lets its cells have any number of inputs per node
+    (a selector with several derivations says per result, in ``Selection.variable_in_degree``).
     """
 
     name: str
@@ -236,12 +241,17 @@ def select(supernet: nn.Module, selector: str | Selector, *, data: SupernetData 
     seconds = time.perf_counter() - start
     if isinstance(result, Genotype):
         result = Selection(genotype=result)
+    variable_in_degree = chosen.variable_in_degree if result.variable_in_degree is None else result.variable_in_degree
+    if variable_in_degree and not chosen.variable_in_degree:
+        raise SelbenchError(f"selector {chosen.name!r} returned a variable in-degree selection "
+                            "but is not registered with variable_in_degree=True")
     if result.genotype is not None:
-        result.genotype.validate(ctx.space, variable_in_degree=chosen.variable_in_degree)
+        result.genotype.validate(ctx.space, variable_in_degree=variable_in_degree)
     elif not result.failure:
         raise SelbenchError(f"selector {chosen.name!r} returned no genotype and no failure reason")
     selection = replace(
         result, seconds=seconds, selector=chosen.name, distribution=dist, version=version, options=resolved,
-        seed=seed, device=str(target), counters={**ctx.counters, **result.counters})
+        seed=seed, device=str(target), counters={**ctx.counters, **result.counters},
+        variable_in_degree=variable_in_degree)
     plugin_host().hook.selbench_selection_finished(selection=selection)
     return selection

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Iterator, Mapping, Protocol, runtime_checkable
 
 import torch
@@ -40,6 +41,19 @@ class Supernet(Protocol):
     * ``weight_parameters()`` / ``arch_parameters()``: θ and α, disjoint.
     * ``space``: the configured :class:`SearchSpace` it belongs to; ``space_args``: the
       keyword arguments that rebuild it with ``space.build_supernet(**space_args)``.
+
+    Optional, for speed (detect it with ``hasattr(supernet, "active_ops")``):
+
+    * ``forward(x, weights=None, active=None)``: ``active`` maps cell types to one sequence
+      of op indices per edge; only those ops are computed, the others contribute exactly
+      zero, as if their mixing weight were 0 (an edge with none is skipped).  Callers that
+      know on the host which weights are zero skip that work without reading the weight
+      tensor, i.e. without a device synchronisation.  Outputs and θ gradients equal those of
+      the full forward whenever the left-out weights are 0; the gradient with respect to a
+      left-out op's weight is not computed (it reads as zero).
+    * ``active_ops(active)``: a context manager that makes ``active`` the default of every
+      forward inside its block, for loops that call ``forward(x, weights)`` (the harness's
+      evaluation and training loops).
     """
 
     alphas: Mapping[str, nn.Parameter]
@@ -74,7 +88,7 @@ class SearchSpace(ABC):
         """Indices of the intermediate nodes."""
         return range(self.num_input_nodes, self.num_input_nodes + self.steps)
 
-    @property
+    @cached_property  # a space's structure is fixed once built; variant() makes a new space
     def edges(self) -> tuple[Edge, ...]:
         out, index = [], 0
         for dst in self.nodes:
@@ -110,7 +124,8 @@ class SearchSpace(ABC):
         """Raise :class:`GenotypeError` naming the first problem that makes ``genotype`` invalid here.
 
         ``variable_in_degree`` allows intermediate nodes with any number (0 included) of
-        distinct inputs; nodes without inputs must then be absent from the concat.
+        distinct inputs; nodes without inputs must then be absent from the concat and feed no
+        other node.
         """
         if set(genotype.cell_types) != set(self.cell_types):
             raise GenotypeError(
@@ -130,6 +145,8 @@ class SearchSpace(ABC):
                     raise GenotypeError(f"{where}, node {dst}: op {op!r} is not one of {sorted(allowed)}")
                 if not 0 <= src < dst:
                     raise GenotypeError(f"{where}, node {dst}: input {src} must be an earlier node (0..{dst - 1})")
+                if src not in live:
+                    raise GenotypeError(f"{where}, node {dst}: input {src} is a node without inputs; drop this edge too")
             sources = [src for _, src in node]
             if len(set(sources)) != len(sources):
                 raise GenotypeError(f"{where}, node {dst}: inputs {sources} repeat a node")
@@ -145,6 +162,10 @@ class SearchSpace(ABC):
         if not cell.concat or dead_in_concat:
             raise GenotypeError(
                 f"{where}: concat {list(cell.concat)} must list nodes that exist and have inputs (bad: {dead_in_concat})")
+        if self.in_degree is None and cell.concat != self.default_concat:
+            raise GenotypeError(
+                f"{where}: the cell output is node {self.nodes[-1]}, so concat must be {list(self.default_concat)}, "
+                f"not {list(cell.concat)}")
 
     def genotype_from_scores(self, scores: Mapping[str, Tensor], *, variable_in_degree: bool = False) -> Genotype:
         """The space's discrete rule applied to per-(edge, op) scores, larger = better.

@@ -58,11 +58,14 @@ class DartsSpace(SearchSpace):
         """Read C, layers, steps, multiplier, classes, input channels and the op set off the tensors."""
         try:
             stem = state_dict["stem.0.weight"]
-            C = state_dict["cells.0.preprocess1.op.1.weight"].shape[0]
+            C_first = state_dict["cells.0.preprocess1.op.1.weight"].shape[0]  # 2·C when cell 0 reduces
             classifier = state_dict["classifier.weight"]
         except KeyError as exc:
             raise CheckpointError(f"not a DARTS supernet state dict: it has no {exc.args[0]!r}") from None
-        edges, num_ops = tuple(alphas["normal"].shape)
+        shape = tuple(getattr(alphas["normal"], "shape", ()))
+        if len(shape) != 2:
+            raise CheckpointError(f"α of the normal cell must be a 2-D tensor [edges, ops], got shape {shape}")
+        edges, num_ops = shape
         ops = {len(DARTS_OPS): DARTS_OPS, len(DARTS_PT_OPS): DARTS_PT_OPS}.get(num_ops)
         steps = next((s for s in range(1, 64) if 2 * s + s * (s - 1) // 2 == edges), None)
         if ops is None or steps is None:
@@ -70,6 +73,7 @@ class DartsSpace(SearchSpace):
                 f"α of shape {edges}×{num_ops} fits no DARTS space (expected 14×8 for DARTS or 14×7 for DARTS-PT); "
                 "pass the space arguments explicitly")
         layers = 1 + max(int(m.group(1)) for k in state_dict if (m := re.match(r"cells\.(\d+)\.", k)))
+        C = C_first // 2 if 0 in reduction_layers(layers) else C_first
         C_last = C * 2 ** len(reduction_layers(layers))
         return dict(C=C, layers=layers, num_classes=classifier.shape[0], steps=steps,
                     multiplier=classifier.shape[1] // C_last, stem_multiplier=stem.shape[0] // C,

@@ -6,21 +6,30 @@ load strictly; α lives in ``alphas`` and may be absent from a state dict being 
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .darts_ops import FactorizedReduce, ReLUConvBN, make_op
+from .supernet_base import SupernetBase
 
 if TYPE_CHECKING:
     from .darts import DartsSpace
 
 
+ActiveOps = tuple[tuple[int, ...], ...]  # per edge, the indices of the ops it computes
+
+
 def reduction_layers(layers: int) -> set[int]:
     """Cells that halve the resolution and double the channels: at 1/3 and 2/3 of the depth."""
     return {layers // 3, 2 * layers // 3}
+
+
+def sum_of(terms: list[Tensor]) -> Tensor:
+    """Σ terms, without the ``0 +`` that Python's ``sum`` starts with (one tensor op less)."""
+    return sum(terms[1:], terms[0])
 
 
 class MixedOp(nn.Module):
@@ -30,8 +39,11 @@ class MixedOp(nn.Module):
         super().__init__()
         self._ops = nn.ModuleList(make_op(name, C, stride, affine=False, pool_bn=True) for name in ops)
 
-    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
-        return sum(w * op(x) for w, op in zip(weights, self._ops))
+    def forward(self, x: Tensor, weights: Tensor, active: Sequence[int] | None = None) -> Tensor:
+        """Σ_o w_o · o(x); with ``active`` (op indices, ascending) only those ops run, the rest count as zero."""
+        if active is None:
+            return sum(w * op(x) for w, op in zip(weights, self._ops))
+        return sum_of([weights[k] * self._ops[k](x) for k in active])
 
 
 class SearchCell(nn.Module):
@@ -52,17 +64,29 @@ class SearchCell(nn.Module):
                 stride = 2 if reduction and j < 2 else 1
                 self._ops.append(MixedOp(C, stride, ops))
 
-    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor,
+                active: Sequence[Sequence[int]] | None = None) -> Tensor:
+        """``active[e]``, when given, lists the ops edge ``e`` computes; an edge with none is skipped."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self._steps):
-            node = sum(self._ops[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
+            if active is None:
+                node = sum(self._ops[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
+            else:
+                inputs = [j for j in range(len(states)) if active[offset + j]]
+                node = sum_of([self._ops[offset + j](states[j], weights[offset + j], active[offset + j])
+                               for j in inputs]) if inputs else self._node_without_inputs(states[0])
             offset += len(states)
             states.append(node)
         return torch.cat(states[-self._multiplier:], dim=1)
 
+    def _node_without_inputs(self, input_state: Tensor) -> Tensor:
+        """Zeros shaped like an intermediate node (halved resolution in a reduction cell)."""
+        stride = 2 if self.reduction else 1
+        return input_state.new_zeros(input_state[:, :, ::stride, ::stride].shape)
 
-class DartsSupernet(nn.Module):
+
+class DartsSupernet(SupernetBase, nn.Module):
     """The weight-sharing network; follows the :class:`selbench.Supernet` protocol."""
 
     def __init__(self, space: "DartsSpace", C: int, num_classes: int, layers: int, multiplier: int,
@@ -90,32 +114,40 @@ class DartsSupernet(nn.Module):
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
-        self.alphas = nn.ParameterDict({
-            cell_type: nn.Parameter(1e-3 * torch.randn(space.num_edges, len(space.ops)))
-            for cell_type in space.cell_types
-        })
-        self.register_load_state_dict_post_hook(_alphas_optional)
+        self.init_alphas()
+        self._default_active: dict[str, ActiveOps] = {}
 
-    def mixing_weights(self) -> dict[str, Tensor]:
-        """softmax(α) per edge, the weights a plain forward uses."""
-        return {cell_type: F.softmax(alpha, dim=-1) for cell_type, alpha in self.alphas.items()}
-
-    def forward(self, x: Tensor, weights: Mapping[str, Tensor] | None = None) -> Tensor:
-        mixing = self.mixing_weights() if weights is None or len(weights) < len(self.alphas) else {}
-        mixing.update(weights or {})
+    def forward(self, x: Tensor, weights: Mapping[str, Tensor] | None = None,
+                active: Mapping[str, Sequence[Sequence[int]]] | None = None) -> Tensor:
+        """Logits under ``weights`` (default softmax(α)); see :class:`selbench.Supernet` for ``active``."""
+        mixing = self.resolve_mixing(weights)
+        computed = self._default_active if active is None else self._checked_active(active)
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, mixing["reduce" if cell.reduction else "normal"])
+            cell_type = "reduce" if cell.reduction else "normal"
+            s0, s1 = s1, cell(s0, s1, mixing[cell_type], computed.get(cell_type))
         return self.classifier(self.global_pooling(s1).flatten(1))
 
-    def weight_parameters(self) -> Iterator[nn.Parameter]:
-        arch = {id(p) for p in self.alphas.values()}
-        return (p for p in self.parameters() if id(p) not in arch)
+    @contextmanager
+    def active_ops(self, active: Mapping[str, Sequence[Sequence[int]]]) -> Iterator[None]:
+        """Within the block, every forward without its own ``active`` computes only these ops."""
+        previous, self._default_active = self._default_active, self._checked_active(active)
+        try:
+            yield
+        finally:
+            self._default_active = previous
 
-    def arch_parameters(self) -> Iterator[nn.Parameter]:
-        return iter(self.alphas.values())
-
-
-def _alphas_optional(module: nn.Module, incompatible) -> None:
-    """State dicts of the original code carry no α: loading one keeps the current α."""
-    incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if not k.startswith("alphas.")]
+    def _checked_active(self, active: Mapping[str, Sequence[Sequence[int]]]) -> dict[str, ActiveOps]:
+        """``active`` with each edge's op indices sorted (the order a full forward sums them in)."""
+        checked = {}
+        num_edges, num_ops = self.space.num_edges, len(self.space.ops)
+        for cell_type, per_edge in active.items():
+            if cell_type not in self.alphas:
+                raise ValueError(f"active ops for unknown cell type {cell_type!r}; "
+                                 f"this supernet has {sorted(self.alphas)}")
+            per_edge = tuple(tuple(sorted(set(map(int, ops)))) for ops in per_edge)
+            if len(per_edge) != num_edges or any(not 0 <= k < num_ops for ops in per_edge for k in ops):
+                raise ValueError(f"active ops of the {cell_type} cell must list, for each of its {num_edges} edges, "
+                                 f"op indices in 0..{num_ops - 1}; got {per_edge}")
+            checked[cell_type] = per_edge
+        return checked

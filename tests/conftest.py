@@ -17,6 +17,12 @@ def tiny_supernet(seed: int = 0, *, C: int = 4, layers: int = 2, steps: int = 4,
     return selbench.get_space("darts").build_supernet(**kwargs)
 
 
+def tiny_nb201_supernet(seed: int = 0, *, C: int = 4, N: int = 1, in_channels: int = 1, num_classes: int = 4):
+    """An NAS-Bench-201 supernet (α of shape [6, 5] under ``cell``) for 8×8 inputs."""
+    torch.manual_seed(seed)
+    return selbench.get_space("nb201").build_supernet(C=C, N=N, num_classes=num_classes, in_channels=in_channels)
+
+
 def tiny_data(seed: int = 0, *, n: int = 32, in_channels: int = 1, num_classes: int = 4, batch_size: int = 16):
     """Learnable toy images: the class sets the mean brightness of a quadrant."""
     g = torch.Generator().manual_seed(seed)
@@ -36,3 +42,12 @@ def supernet():
 @pytest.fixture
 def data():
     return tiny_data()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: a second intra-op thread only adds contention on a busy machine (use via usefixtures)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -3,4 +3,7 @@
 COMMANDS = [
     "plugins",
     "select",
+    "train",
+    "recipes",
+    "leaderboard",
 ]

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from ..checkpoint import load_supernet
 from ..options import parse_assignments
-from ..selection import select
+from ..recipes import load_recipe
+from ..selection import get_selector, select
+from ..train import checkpoint_data
 
 HELP = "select a discrete cell from a supernet checkpoint"
 
@@ -20,12 +22,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--space", default=None, help="space of a foreign checkpoint (default: darts)")
     parser.add_argument("--out", type=Path, help="write the selection (genotype, scores, counters) as JSON here")
+    parser.add_argument("--recipe", help="recipe whose [data] rebuilds the supernet's splits, for selectors that need "
+                        "data on checkpoints not written by `selbench train` (default: the checkpoint's own recipe)")
 
 
 def run(args: argparse.Namespace) -> int:
     options = parse_assignments(args.option)
     supernet = load_supernet(args.supernet, space=args.space)
-    selection = select(supernet, args.selector, seed=args.seed, device=args.device or "cpu", **options)
+    device = args.device or "cpu"
+    data = None
+    if get_selector(args.selector).needs_data:
+        recipe = load_recipe(args.recipe) if args.recipe else None
+        data = checkpoint_data(supernet.metadata, recipe=recipe, seed=args.seed, device=device)
+    selection = select(supernet, args.selector, data=data, seed=args.seed, device=device, **options)
     print(selection.genotype if selection.genotype is not None else f"failed selection: {selection.failure}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

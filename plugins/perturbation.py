@@ -1,0 +1,253 @@
+"""Perturbation-based selection, DARTS-PT (Wang et al., ICLR 2021).
+
+An op is judged by what the supernet loses without it, not by the size of its α.
+
+* **Op decision** for edge e (undecided edges are visited in a random order drawn from the
+  seed): for each candidate op o, zero its mixing weight, w[e, o] = 0, without renormalising
+  the row (edges already decided keep their one-hot rows, undecided ones softmax(α)), and
+  measure the supernet on the validation split with BatchNorm using batch statistics.  The
+  edge is fixed one-hot to ``o* = argmin_o acc(w[e, o] = 0)``: the op whose removal hurts
+  most.  Ops that no valid cell may use (``none`` in DARTS) are not candidates.
+* **Topology decision** (spaces with a fixed in-degree, i.e. DARTS): for a node with more
+  than ``in_degree`` candidate inputs (nodes visited in random order), greedily zero the
+  whole row of the input edge whose removal leaves the *highest* accuracy, one edge at a
+  time, until ``in_degree`` inputs remain.  Spaces without a topology rule (NAS-Bench-201)
+  skip this step and ``none`` is a candidate op like any other.
+* **Schedule**: one decision event per edge, then one per prunable node; each event decides
+  for every cell type.  Between consecutive events the supernet is fine-tuned for
+  ``proj_intv`` epochs with SGD (lr 0.0025 constant, momentum 0.9, wd 3e-4) under the
+  current mixing weights, α training too unless ``tune_alphas=false``.  DARTS-PT also
+  tunes once more after the last event; that cannot change the genotype and is skipped.
+
+Ties go to the lower index: the lower op index for op decisions, the lower edge index for
+removals.  With ``crit=loss`` the quality of a supernet is its negative validation loss.
+
+``Selection.scores[cell][e, o]`` is the quality drop when op o alone is removed from edge e,
+measured against the unperturbed supernet just before e was decided (one extra validation
+pass per decision); ops that are not candidates score 0, since removing ``none`` changes
+nothing.  Removals in the topology step compare edges, not ops, so they are not in
+``scores``; every decision, with its measurements and the visit order, is logged at DEBUG
+level on this module's logger (the record's ``perturbation`` attribute holds it as a dict).
+
+Cost in validation passes per cell type: for each edge (candidate ops + 1), plus for each
+prunable node with k inputs k + (k - 1) + ... + (in_degree + 1).  DARTS-PT's 7-op DARTS
+space: 14 × 8 + 22 = 134 per cell type, 268 in all (the paper's 240 plus 28 reference
+passes for the scores).
+
+The fast implementation tells a supernet that offers ``active_ops`` (see
+:class:`selbench.Supernet`) which ops have non-zero weight, known on the host from the
+decisions: decided edges compute only their op, removed edges nothing, and the op under
+test is skipped; measurements and fine-tuning go unchanged otherwise, so the decisions are
+those of ``implementation=reference``, which computes every op as DARTS-PT does.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Callable, ContextManager, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from selbench import Option, OptionError, SearchSpace, Selection, SelectionContext, Selector, hookimpl
+
+log = logging.getLogger(__name__)
+
+ActiveOps = tuple[tuple[int, ...], ...]
+
+OPTIONS = {
+    "edge_order": Option("random", "order of visiting undecided edges and prunable nodes: random (drawn from the "
+                         "seed, as DARTS-PT) or fixed (by index)", ("random", "fixed")),
+    "crit": Option("acc", "what judges a removal: validation accuracy or validation loss", ("acc", "loss")),
+    "valid_batches": Option(0, "validation batches per measurement; 0 = the whole validation split"),
+    "bn": Option("train", "BatchNorm during measurements: batch statistics (train, as DARTS-PT) or running "
+                 "statistics (eval)", ("train", "eval")),
+    "proj_intv": Option(5, "fine-tuning epochs between decision events; 0 = no fine-tuning"),
+    "tune_alphas": Option(True, "keep training α while fine-tuning (false: frozen α, DARTS-PT's variant)"),
+    "implementation": Option("fast", "fast: skip ops whose weight is zero, on supernets that offer active_ops; "
+                             "reference: compute every op (same decisions, for benchmarks)", ("fast", "reference")),
+}
+
+
+class CellProjection:
+    """The decisions made so far in one cell type, as mixing weights and as the ops worth computing."""
+
+    def __init__(self, num_edges: int, num_ops: int, device: torch.device):
+        self.num_edges, self.num_ops, self.device = num_edges, num_ops, device
+        self.chosen: dict[int, int] = {}
+        self.removed: set[int] = set()
+        self._refresh()
+
+    def fix_op(self, edge: int, op: int) -> None:
+        self.chosen[edge] = op
+        self._refresh()
+
+    def remove_edge(self, edge: int) -> None:
+        self.removed.add(edge)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Rebuild the fixed rows on the device once per decision, never per forward."""
+        fixed = torch.zeros(self.num_edges, dtype=torch.bool)
+        rows = torch.zeros(self.num_edges, self.num_ops)
+        for edge, op in self.chosen.items():
+            fixed[edge] = True
+            rows[edge, op] = 1.0
+        for edge in self.removed:
+            fixed[edge] = True
+            rows[edge] = 0.0
+        self._fixed = fixed.to(self.device)[:, None]
+        self._rows = rows.to(self.device)
+
+    def weights(self, alpha: Tensor) -> Tensor:
+        """Mixing weights: one-hot rows for decided edges, zero rows for removed ones, softmax(α) elsewhere."""
+        return torch.where(self._fixed, self._rows.to(alpha.dtype), F.softmax(alpha, dim=-1))
+
+    def active(self) -> ActiveOps:
+        """Per edge, the ops whose weight is not zero."""
+        every_op = tuple(range(self.num_ops))
+        return tuple(() if edge in self.removed else (self.chosen[edge],) if edge in self.chosen else every_op
+                     for edge in range(self.num_edges))
+
+    def undecided(self) -> list[int]:
+        return [edge for edge in range(self.num_edges) if edge not in self.chosen]
+
+
+class PerturbationSelector:
+    """One run of DARTS-PT on the supernet of ``ctx``."""
+
+    def __init__(self, ctx: SelectionContext):
+        self.ctx = ctx
+        self.options = _checked(ctx.options)
+        self.space: SearchSpace = ctx.space
+        self.supernet = ctx.supernet
+        self.fast = self.options["implementation"] == "fast" and hasattr(self.supernet, "active_ops")
+        self.cells = {cell_type: CellProjection(self.space.num_edges, len(self.space.ops), ctx.device)
+                      for cell_type in self.space.cell_types}
+        self.scores = {cell_type: torch.zeros(self.space.num_edges, len(self.space.ops))
+                       for cell_type in self.space.cell_types}
+        self.prunable = self._prunable_nodes()
+        self.unpruned = {cell_type: list(self.prunable) for cell_type in self.space.cell_types}
+
+    def run(self) -> Selection:
+        events: list[Callable[[str], None]] = [self.decide_op] * self.space.num_edges
+        events += [self.prune_node] * len(self.prunable)
+        self.ctx.count("finetune_steps", 0)
+        for event_index, event in enumerate(events):
+            if event_index:
+                self.finetune()
+            for cell_type in self.space.cell_types:
+                event(cell_type)
+            self.ctx.progress("perturbation decisions", event_index + 1, len(events))
+        return Selection(genotype=self.space.genotype_from_choices(self._choices()), scores=self.scores)
+
+    # -- decisions -------------------------------------------------------------------------
+    def decide_op(self, cell_type: str) -> None:
+        """Fix the next edge to the op whose removal lowers the supernet's quality most."""
+        cell = self.cells[cell_type]
+        edge = self._pick(cell.undecided())
+        base = self.measure()
+        quality = {op: self.measure(cell_type, edge, op) for op in self.space.selectable_ops}
+        chosen = min(quality, key=quality.get)  # first minimum: lower op index on ties
+        for op, value in quality.items():
+            self.scores[cell_type][edge, op] = base - value
+        cell.fix_op(edge, chosen)
+        self._trace(f"{cell_type} cell: edge {edge} takes {self.space.ops[chosen]}", cell=cell_type, decision="op",
+                    edge=edge, op=self.space.ops[chosen], base=base, without_op=quality)
+
+    def prune_node(self, cell_type: str) -> None:
+        """Remove a node's input edges one by one, always the one the supernet misses least."""
+        cell = self.cells[cell_type]
+        node = self._pick(self.unpruned[cell_type])
+        self.unpruned[cell_type].remove(node)
+        inputs = [edge.index for edge in self.space.edges_into(node)]
+        while len(inputs) > self.space.in_degree:
+            quality = {edge: self.measure(cell_type, edge) for edge in inputs}
+            dropped = max(quality, key=quality.get)  # first maximum: lower edge index on ties
+            cell.remove_edge(dropped)
+            inputs.remove(dropped)
+            self._trace(f"{cell_type} cell: node {node} loses edge {dropped}", cell=cell_type, decision="remove-edge",
+                        node=node, edge=dropped, without_edge=quality)
+
+    def measure(self, cell_type: str | None = None, edge: int | None = None, op: int | None = None) -> float:
+        """Quality (accuracy, or negative loss) of the projected supernet, with op ``op`` of ``edge``
+        in ``cell_type`` removed, or the whole edge when ``op`` is None, or nothing when ``edge`` is None."""
+        weights = self._weights(detach=True)
+        active = self._active()
+        if edge is not None:
+            weights[cell_type] = weights[cell_type].clone()
+            ops = list(active[cell_type])
+            if op is None:
+                weights[cell_type][edge] = 0.0
+                ops[edge] = ()
+            else:
+                weights[cell_type][edge, op] = 0.0
+                ops[edge] = tuple(k for k in ops[edge] if k != op)
+            active[cell_type] = tuple(ops)
+        limit = self.options["valid_batches"] or None
+        with self._computing(active):
+            accuracy, loss = self.ctx.evaluate(weights, limit=limit, bn=self.options["bn"])
+        self.ctx.count("supernet_evaluations")
+        return accuracy if self.options["crit"] == "acc" else -loss
+
+    # -- fine-tuning -----------------------------------------------------------------------
+    def finetune(self) -> None:
+        """``proj_intv`` epochs of the harness's loop under the current projection."""
+        with self._computing(self._active()):
+            self.ctx.finetune(self.options["proj_intv"], weights=self._weights,
+                              train_alphas=self.options["tune_alphas"])
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _weights(self, detach: bool = False) -> dict[str, Tensor]:
+        alphas = self.supernet.alphas
+        return {name: cell.weights(alphas[name].detach() if detach else alphas[name])
+                for name, cell in self.cells.items()}
+
+    def _active(self) -> dict[str, ActiveOps]:
+        return {name: cell.active() for name, cell in self.cells.items()}
+
+    def _computing(self, active: Mapping[str, ActiveOps]) -> ContextManager:
+        return self.supernet.active_ops(active) if self.fast else contextlib.nullcontext()
+
+    def _pick(self, candidates: list[int]) -> int:
+        return self.ctx.rng.choice(candidates) if self.options["edge_order"] == "random" else min(candidates)
+
+    def _prunable_nodes(self) -> list[int]:
+        if self.space.in_degree is None:
+            return []
+        return [node for node in self.space.nodes if len(self.space.edges_into(node)) > self.space.in_degree]
+
+    def _choices(self) -> dict[str, dict[int, str]]:
+        return {cell_type: {edge: self.space.ops[op] for edge, op in cell.chosen.items() if edge not in cell.removed}
+                for cell_type, cell in self.cells.items()}
+
+    def _trace(self, message: str, **decision: Any) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(message, extra={"perturbation": decision})
+
+
+def _checked(options: Mapping[str, Any]) -> Mapping[str, Any]:
+    for name in ("valid_batches", "proj_intv"):
+        if options[name] < 0:
+            raise OptionError(f"option {name!r} of selector 'perturbation' must be 0 or more, got {options[name]}")
+    return options
+
+
+def select_by_perturbation(ctx: SelectionContext) -> Selection:
+    return PerturbationSelector(ctx).run()
+
+
+PERTURBATION = Selector(
+    name="perturbation",
+    run=select_by_perturbation,
+    options=OPTIONS,
+    needs_data=True,
+    description="DARTS-PT: per edge the op whose removal hurts validation accuracy most; "
+                "greedy edge removal per node; fine-tuning between decisions",
+)
+
+
+@hookimpl
+def selbench_register_selectors(register) -> None:
+    register(PERTURBATION)

@@ -1,0 +1,260 @@
+"""Recipes: TOML files that fix everything a run depends on.
+
+A recipe has a ``description`` and four sections:
+
+* ``[supernet]``: ``space`` (a registered search space) and the keyword arguments of its
+  ``build_supernet`` (DARTS: ``C``, ``layers``, ``steps``, ``ops``, ...); the class count and
+  input channels come from the dataset;
+* ``[data]``: see :data:`selbench.data.DATA_DEFAULTS`;
+* ``[search]``: see :data:`selbench.search.SEARCH_DEFAULTS`;
+* ``[retrain]``: the discrete network and its training from scratch, :data:`RETRAIN_DEFAULTS`.
+
+Keys left out take the defaults (DARTS's CIFAR-10 values).  Built-in recipes ship as
+package data (``selbench recipes`` lists them); any path to a TOML file works too.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from torch import nn
+
+from .data import DATA_DEFAULTS, check_data_section
+from .errors import SelbenchError
+from .search import SEARCH_DEFAULTS, SEARCH_MODES
+from .sections import check_section, parse_text_like, typed_like
+from .space import get_space
+
+SECTIONS = ("supernet", "data", "search", "retrain")
+
+# The [retrain] section: DARTS's CIFAR-10 evaluation network and its training.
+RETRAIN_DEFAULTS: dict[str, Any] = {
+    "C": 36,  # initial channels of the discrete network
+    "layers": 20,  # cells
+    "auxiliary": True,  # auxiliary head after cell 2·layers//3
+    "auxiliary_weight": 0.4,
+    "drop_path_prob": 0.2,  # ramped linearly from 0 over the epochs
+    "cutout": 16,  # 0 = off
+    "epochs": 600,
+    "batch_size": 96,
+    "lr": 0.025,  # SGD, cosine-annealed from lr to lr_min
+    "lr_min": 0.0,
+    "momentum": 0.9,
+    "weight_decay": 3e-4,
+    "grad_clip": 5.0,
+}
+
+_SET_BY_DATA = ("num_classes", "in_channels")
+# keys that say where the files are, not what is computed: left out of the config hash
+_LOCATION_KEYS = {"data": ("root", "download")}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated recipe; every section holds every key (defaults filled in)."""
+
+    name: str
+    description: str
+    supernet: dict[str, Any]
+    data: dict[str, Any]
+    search: dict[str, Any]
+    retrain: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description,
+                **{section: dict(getattr(self, section)) for section in SECTIONS}}
+
+    @classmethod
+    def from_dict(cls, recipe: Mapping[str, Any], *, where: str = "recipe") -> "Recipe":
+        """Validate ``recipe`` (as :meth:`to_dict` writes it, or a parsed TOML file plus ``name``)."""
+        unknown = sorted(set(recipe) - {"name", "description", *SECTIONS})
+        if unknown:
+            raise SelbenchError(f"{where}: unknown section [{unknown[0]}]; a recipe has description and the "
+                                f"sections {', '.join(f'[{s}]' for s in SECTIONS)}")
+        for section in SECTIONS:
+            if not isinstance(recipe.get(section, {}), Mapping):
+                raise SelbenchError(f"{where}: [{section}] must be a table of key = value lines")
+        return cls(
+            name=str(recipe.get("name", "")),
+            description=str(recipe.get("description", "")),
+            supernet=_check_supernet(recipe.get("supernet", {}), where),
+            data=check_data_section(recipe.get("data", {}), where),
+            search=_check_search(recipe.get("search", {}), where),
+            retrain=_check_retrain(recipe.get("retrain", {}), where),
+        )
+
+    def config_hash(self, *sections: str) -> str:
+        """SHA-256 of the sections (default: all four) as canonical JSON; stable across runs and machines.
+
+        The name, the description and where the data files are (``data.root``,
+        ``data.download``) are left out: they do not change what a run computes.
+        """
+        chosen = sections or SECTIONS
+        unknown = [s for s in chosen if s not in SECTIONS]
+        if unknown:
+            raise SelbenchError(f"no recipe section {unknown[0]!r}; sections are {', '.join(SECTIONS)}")
+        content = {s: {k: v for k, v in getattr(self, s).items() if k not in _LOCATION_KEYS.get(s, ())}
+                   for s in chosen}
+        return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    def build_supernet(self, *, num_classes: int, in_channels: int) -> nn.Module:
+        """The ``[supernet]`` of this recipe for a dataset with ``num_classes`` and ``in_channels``."""
+        args = {k: v for k, v in self.supernet.items() if k != "space"}
+        return get_space(self.supernet["space"]).build_supernet(num_classes=num_classes, in_channels=in_channels,
+                                                                **args)
+
+    def retrain_data(self) -> dict[str, Any]:
+        """The ``[data]`` section for retraining: ``[retrain]``'s batch size and cutout replace the search's."""
+        return {**self.data, "batch_size": self.retrain["batch_size"], "cutout": self.retrain["cutout"]}
+
+
+def _supernet_parameters(space_name: Any, where: str) -> dict[str, inspect.Parameter] | None:
+    """The keyword arguments the space's ``build_supernet`` takes (``None``: it takes any)."""
+    if not isinstance(space_name, str):
+        raise SelbenchError(f"{where}: supernet.space must be the name of a search space, got {space_name!r}")
+    parameters = inspect.signature(get_space(space_name).build_supernet).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+    return {name: p for name, p in parameters.items() if name not in _SET_BY_DATA}
+
+
+def _check_supernet(section: Mapping[str, Any], where: str) -> dict[str, Any]:
+    merged = {"space": "darts", **section}
+    parameters = _supernet_parameters(merged["space"], where)
+    for key, value in section.items():
+        if key == "space":
+            continue
+        if key in _SET_BY_DATA:
+            raise SelbenchError(f"{where}: supernet.{key} is set by the dataset; remove it from the recipe")
+        if parameters is None:
+            continue
+        if key not in parameters:
+            raise SelbenchError(f"{where}: unknown key supernet.{key} for the {merged['space']} space; valid keys: "
+                                f"space, {', '.join(parameters)}")
+        default = parameters[key].default
+        if default is not inspect.Parameter.empty and default is not None:
+            merged[key] = typed_like(default, value, f"{where}: supernet.{key}")
+    return merged
+
+
+def _check_search(section: Mapping[str, Any], where: str) -> dict[str, Any]:
+    merged = check_section(section, SEARCH_DEFAULTS, "search", where)
+    if merged["mode"] not in SEARCH_MODES:
+        raise SelbenchError(f"{where}: search.mode {merged['mode']!r} is not one of {', '.join(SEARCH_MODES)}")
+    _check_ranges(merged, "search", where, non_negative=("epochs", "lr_min", "momentum", "weight_decay",
+                                                         "arch_weight_decay"),
+                  positive=("lr", "grad_clip", "arch_lr", "hvp_epsilon"))
+    for beta in ("arch_beta1", "arch_beta2"):
+        if not 0 <= merged[beta] < 1:
+            raise SelbenchError(f"{where}: search.{beta} must be in [0, 1), got {merged[beta]}")
+    return merged
+
+
+def _check_retrain(section: Mapping[str, Any], where: str) -> dict[str, Any]:
+    merged = check_section(section, RETRAIN_DEFAULTS, "retrain", where)
+    _check_ranges(merged, "retrain", where, non_negative=("auxiliary_weight", "cutout", "epochs", "lr_min",
+                                                          "momentum", "weight_decay"),
+                  positive=("C", "layers", "batch_size", "lr", "grad_clip"))
+    if not 0 <= merged["drop_path_prob"] < 1:
+        raise SelbenchError(f"{where}: retrain.drop_path_prob must be in [0, 1), got {merged['drop_path_prob']}")
+    return merged
+
+
+def _check_ranges(merged: Mapping[str, Any], section: str, where: str, *, non_negative: Iterable[str],
+                  positive: Iterable[str]) -> None:
+    for key in non_negative:
+        if merged[key] < 0:
+            raise SelbenchError(f"{where}: {section}.{key} must be >= 0, got {merged[key]}")
+    for key in positive:
+        if merged[key] <= 0:
+            raise SelbenchError(f"{where}: {section}.{key} must be > 0, got {merged[key]}")
+
+
+# -- finding, reading and overriding recipes -------------------------------------------------------
+def _builtin_dir():
+    return resources.files("selbench") / "recipes"
+
+
+def builtin_recipe_names() -> list[str]:
+    return sorted(entry.name[:-5] for entry in _builtin_dir().iterdir() if entry.name.endswith(".toml"))
+
+
+def _locate(name_or_path: str | Path) -> tuple[str, Any]:
+    """(recipe name, file) for a built-in name or a path to a TOML file."""
+    text = str(name_or_path)
+    if isinstance(name_or_path, Path) or text.endswith(".toml") or "/" in text or Path(text).is_file():
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise SelbenchError(f"recipe file {path} does not exist; give a built-in recipe name "
+                                f"({', '.join(builtin_recipe_names())}) or a path to a TOML file")
+        return path.stem, path
+    entry = _builtin_dir() / f"{text}.toml"
+    if not entry.is_file():
+        raise SelbenchError(f"unknown recipe {text!r}; built-in recipes: {', '.join(builtin_recipe_names())} "
+                            "(or give a path to a TOML file)")
+    return text, entry
+
+
+def load_recipe(name_or_path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
+    """A built-in recipe by name, or a TOML file by path, with ``section.key=value`` overrides applied.
+
+    An override is typed like the value it replaces (the file's, else the default); unknown
+    sections and keys, in the file or in an override, are one clear :class:`SelbenchError`.
+    """
+    name, source = _locate(name_or_path)
+    where = f"recipe {source}"
+    try:
+        raw = tomllib.loads(source.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise SelbenchError(f"{where} is not valid TOML: {exc}") from None
+    if "name" in raw:
+        raise SelbenchError(f"{where}: remove the key 'name'; a recipe is named after its file ({name!r})")
+    for item in overrides:
+        _apply_override(raw, item)
+    return Recipe.from_dict({**raw, "name": name}, where=where)
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    where = f"--set {item}"
+    target, sep, text = item.partition("=")
+    section, dot, key = target.strip().partition(".")
+    if not sep or not dot or not key:
+        raise SelbenchError(f"{where}: expected section.key=value, e.g. search.epochs=10")
+    if section not in SECTIONS:
+        raise SelbenchError(f"{where}: unknown section [{section}]; sections are {', '.join(SECTIONS)}")
+    current = raw.setdefault(section, {})
+    if key in current:
+        example = current[key]
+    elif section == "supernet":
+        example = _supernet_example(current.get("space", "darts"), key, where)
+    else:
+        defaults = {"data": DATA_DEFAULTS, "search": SEARCH_DEFAULTS, "retrain": RETRAIN_DEFAULTS}[section]
+        if key not in defaults:
+            raise SelbenchError(f"{where}: unknown key {section}.{key}; valid keys in [{section}]: "
+                                f"{', '.join(defaults)}")
+        example = defaults[key]
+    current[key] = parse_text_like(example, text.strip(), where)
+
+
+def _supernet_example(space: str, key: str, where: str) -> Any:
+    if key == "space":
+        return "darts"
+    parameters = _supernet_parameters(space, where)
+    if parameters is None:
+        return None
+    if key not in parameters:
+        raise SelbenchError(f"{where}: unknown key supernet.{key} for the {space} space; valid keys: space, "
+                            f"{', '.join(parameters)}")
+    default = parameters[key].default
+    return None if default is inspect.Parameter.empty else default
+
+
+def list_recipes() -> list[Recipe]:
+    """Every built-in recipe, loaded."""
+    return [load_recipe(name) for name in builtin_recipe_names()]

@@ -1,0 +1,90 @@
+"""Scorers: how a genotype becomes a leaderboard number (retraining it, or looking it up in a table).
+
+A plugin registers ``Scorer(name, score)`` through ``selbench_register_scorers``.  The harness
+calls ``score(genotype, recipe, seed, device, out_dir)``:
+
+* ``recipe``: the recipe the genotype's supernet came from (its ``[retrain]`` section says
+  how to train the discrete network);
+* ``seed``: the retrain seed; ``device``: a ``torch.device``;
+* ``out_dir``: a directory owned by this one scoring run — the place for resume checkpoints
+  (it survives an interruption) and for artifacts.
+
+It returns a dict with (``SCORE_FIELDS``):
+
+* ``test_accuracy`` — required, top-1 accuracy on the test set as a fraction in [0, 1];
+* ``params_m``, ``macs_m`` — parameters and multiply-adds in millions (auxiliary head excluded);
+* ``seconds`` — wall time of the scoring run; ``device`` — where it ran, e.g. ``"cuda:0"``;
+* ``artifacts`` — file names inside ``out_dir`` whose hashes the run record must keep.
+
+Other keys are kept in the record as they are (plain JSON).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+from .errors import PluginError
+from .genotype import Genotype
+from .registry import plugin_host
+
+SCORE_FIELDS = ("test_accuracy", "params_m", "macs_m", "seconds", "device", "artifacts")
+_OPTIONAL_NUMBERS = ("params_m", "macs_m", "seconds")
+
+ScoreFn = Callable[[Genotype, Any, int, torch.device, Path], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A registered way to score a genotype: ``score(genotype, recipe, seed, device, out_dir) -> dict``."""
+
+    name: str
+    score: ScoreFn
+    description: str = ""
+
+
+def get_scorer(name: str) -> Scorer:
+    return plugin_host().get("scorer", name).obj
+
+
+def list_scorers() -> list[str]:
+    return sorted(plugin_host().registrations("scorer"))
+
+
+def validate_score(scorer: str, result: Any) -> dict[str, Any]:
+    """Check a scorer's returned dict against the contract above; a violation names the scorer."""
+    where = f"scorer {scorer!r}"
+    if not isinstance(result, Mapping):
+        raise PluginError(f"{where} returned a {type(result).__name__}, expected a dict with 'test_accuracy'")
+    accuracy = result.get("test_accuracy")
+    if not _is_number(accuracy) or not 0.0 <= accuracy <= 1.0:
+        raise PluginError(f"{where} returned test_accuracy={accuracy!r}; expected a fraction in [0, 1]")
+    for name in _OPTIONAL_NUMBERS:
+        value = result.get(name)
+        if value is not None and (not _is_number(value) or value < 0):
+            raise PluginError(f"{where} returned {name}={value!r}; expected a non-negative number or nothing")
+    artifacts = result.get("artifacts", [])
+    if not isinstance(artifacts, (list, tuple)) or not all(isinstance(a, str) for a in artifacts):
+        raise PluginError(f"{where} returned artifacts={artifacts!r}; expected a list of file names in out_dir")
+    return {**result, "test_accuracy": float(accuracy), "artifacts": list(artifacts)}
+
+
+def score_genotype(scorer: str | Scorer, genotype: Genotype, recipe: Any, *, seed: int,
+                   device: str | torch.device, out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Run one scorer on one genotype and return its validated result."""
+    chosen = get_scorer(scorer) if isinstance(scorer, str) else scorer
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = validate_score(chosen.name, chosen.score(genotype, recipe, seed, torch.device(device), out_dir))
+    missing = [name for name in result["artifacts"] if not (out_dir / name).is_file()]
+    if missing:
+        raise PluginError(f"scorer {chosen.name!r} listed artifacts {missing} that are not files in {out_dir}")
+    return result
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,126 @@
+"""The plugin host: entry points, SELBENCH_DISABLE_PLUGINS, clashing names, selectors that need data."""
+from __future__ import annotations
+
+import sys
+import textwrap
+import types
+
+import pytest
+
+import selbench
+from selbench import PluginError, PluginHost, SelbenchError, Selection, Selector, hookimpl
+
+
+def selector_plugin(*names: str) -> types.SimpleNamespace:
+    """A plugin object registering one trivial selector per name."""
+
+    @hookimpl
+    def selbench_register_selectors(register):
+        for name in names:
+            register(Selector(name=name, run=lambda ctx: Selection(genotype=None, failure="unused")))
+
+    return types.SimpleNamespace(selbench_register_selectors=selbench_register_selectors)
+
+
+def test_built_in_plugins_come_from_entry_points():
+    host = PluginHost()
+    plugins = {name: (dist, version) for name, dist, version in host.plugins()}
+    assert plugins["alpha-magnitude"] == ("selbench", selbench.__version__)
+    assert plugins["darts"] == ("selbench", selbench.__version__)
+    selector = host.registrations("selector")["alpha-magnitude"]
+    assert (selector.plugin, selector.distribution) == ("alpha-magnitude", "selbench")
+    assert host.registrations("space")["darts"].plugin == "darts"
+
+
+def test_disabled_plugin_is_not_loaded(monkeypatch):
+    monkeypatch.setenv("SELBENCH_DISABLE_PLUGINS", " alpha-magnitude , some-other-plugin")
+    host = PluginHost()
+    assert "alpha-magnitude" not in {name for name, _, _ in host.plugins()}
+    assert "alpha-magnitude" not in host.registrations("selector")
+    assert "darts" in host.registrations("space")
+    with pytest.raises(SelbenchError, match=r"unknown selector 'alpha-magnitude'; registered selectors: "):
+        host.get("selector", "alpha-magnitude")
+
+
+def test_disabling_also_applies_to_plugins_given_in_code(monkeypatch):
+    monkeypatch.setenv("SELBENCH_DISABLE_PLUGINS", "b")
+    host = PluginHost(plugins=[("a", selector_plugin("first")), ("b", selector_plugin("second"))], entry_points=False)
+    assert sorted(host.registrations("selector")) == ["first"]
+
+
+def test_two_plugins_registering_one_selector_name_is_an_error_naming_both():
+    host = PluginHost(plugins=[("a", selector_plugin("greedy")), ("b", selector_plugin("other", "greedy"))],
+                      entry_points=False)
+    with pytest.raises(PluginError) as info:
+        host.registrations("selector")
+    message = str(info.value)
+    assert "selector 'greedy' is registered twice" in message
+    assert "plugin 'a'" in message and "plugin 'b'" in message
+    assert "SELBENCH_DISABLE_PLUGINS" in message
+
+
+def test_a_plugin_without_a_name_is_refused():
+    @hookimpl
+    def selbench_register_selectors(register):
+        register(object())
+
+    host = PluginHost(plugins=[("nameless", types.SimpleNamespace(selbench_register_selectors=selbench_register_selectors))],
+                      entry_points=False)
+    with pytest.raises(PluginError, match=r"plugin 'nameless' registered a selector without a name"):
+        host.registrations("selector")
+
+
+def fake_distribution(root, dist: str, entry_point: str, module: str, body: str) -> None:
+    """An installed distribution as importlib.metadata sees it: a .dist-info folder and a module."""
+    info = root / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[selbench]\n{entry_point} = {module}\n")
+    (root / f"{module}.py").write_text(textwrap.dedent(body))
+
+
+def test_two_distributions_with_one_plugin_name_is_an_error(tmp_path, monkeypatch):
+    fake_distribution(tmp_path, "impostor", "alpha-magnitude", "impostor_plugin", """
+        import selbench
+
+        @selbench.hookimpl
+        def selbench_register_selectors(register):
+            register(selbench.Selector(name="impostor", run=lambda ctx: None))
+        """)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginError) as info:
+        PluginHost()
+    assert "'alpha-magnitude' is used by two distributions" in str(info.value)
+    assert "impostor 1.0" in str(info.value) and "selbench" in str(info.value)
+    sys.modules.pop("impostor_plugin", None)
+
+
+def test_a_plugin_that_fails_to_import_is_named(tmp_path, monkeypatch):
+    fake_distribution(tmp_path, "broken", "broken-plugin", "broken_plugin", "raise ImportError('needs foo')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginError, match=r"plugin 'broken-plugin' \(broken 1\.0\) failed to import: "
+                                          r"ImportError: needs foo; .*SELBENCH_DISABLE_PLUGINS=broken-plugin"):
+        PluginHost()
+    monkeypatch.setenv("SELBENCH_DISABLE_PLUGINS", "broken-plugin")
+    assert "alpha-magnitude" in PluginHost().registrations("selector")
+
+
+def test_selector_that_needs_data_refuses_to_run_without(supernet):
+    calls = []
+    needy = Selector(name="needy", run=lambda ctx: calls.append(ctx), needs_data=True)
+    with pytest.raises(SelbenchError, match=r"selector 'needy' needs the supernet's train/valid data; pass data="):
+        selbench.select(supernet, needy)
+    assert not calls
+
+
+def test_unknown_selector_and_unknown_option_are_clear_errors(supernet):
+    with pytest.raises(SelbenchError, match=r"unknown selector 'nope'; registered selectors: .*alpha-magnitude"):
+        selbench.select(supernet, "nope")
+    with pytest.raises(selbench.OptionError, match=r"unknown option 'depth' for selector 'alpha-magnitude'"):
+        selbench.select(supernet, "alpha-magnitude", depth=3)
+
+
+def test_list_functions_name_the_built_ins():
+    assert "alpha-magnitude" in selbench.list_selectors()
+    assert "darts" in selbench.list_spaces()
+    assert selbench.get_selector("alpha-magnitude").needs_data is False
