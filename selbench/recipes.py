@@ -17,8 +17,11 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import tomllib
-from dataclasses import dataclass
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -65,15 +68,17 @@ class Recipe:
     data: dict[str, Any]
     search: dict[str, Any]
     retrain: dict[str, Any]
+    selectors: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description,
-                **{section: dict(getattr(self, section)) for section in SECTIONS}}
+                **{section: dict(getattr(self, section)) for section in SECTIONS},
+                "selectors": {name: dict(options) for name, options in self.selectors.items()}}
 
     @classmethod
     def from_dict(cls, recipe: Mapping[str, Any], *, where: str = "recipe") -> "Recipe":
         """Validate ``recipe`` (as :meth:`to_dict` writes it, or a parsed TOML file plus ``name``)."""
-        unknown = sorted(set(recipe) - {"name", "description", *SECTIONS})
+        unknown = sorted(set(recipe) - {"name", "description", "selectors", *SECTIONS})
         if unknown:
             raise SelbenchError(f"{where}: unknown section [{unknown[0]}]; a recipe has description and the "
                                 f"sections {', '.join(f'[{s}]' for s in SECTIONS)}")
@@ -87,6 +92,7 @@ class Recipe:
             data=check_data_section(recipe.get("data", {}), where),
             search=_check_search(recipe.get("search", {}), where),
             retrain=_check_retrain(recipe.get("retrain", {}), where),
+            selectors=_check_selectors(recipe.get("selectors", {}), where),
         )
 
     def config_hash(self, *sections: str) -> str:
@@ -164,6 +170,14 @@ def _check_retrain(section: Mapping[str, Any], where: str) -> dict[str, Any]:
     if not 0 <= merged["drop_path_prob"] < 1:
         raise SelbenchError(f"{where}: retrain.drop_path_prob must be in [0, 1), got {merged['drop_path_prob']}")
     return merged
+
+
+def _check_selectors(section: Any, where: str) -> dict[str, dict[str, Any]]:
+    """``[selectors]``: per-selector option tables (``perturbation = { proj_intv = 1 }``), checked when used."""
+    if not isinstance(section, Mapping) or not all(isinstance(v, Mapping) for v in section.values()):
+        raise SelbenchError(f"{where}: [selectors] must map selector names to option tables, "
+                            "e.g. perturbation = { proj_intv = 1 }")
+    return {str(name): dict(options) for name, options in section.items()}
 
 
 def _check_ranges(merged: Mapping[str, Any], section: str, where: str, *, non_negative: Iterable[str],

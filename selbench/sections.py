@@ -6,7 +6,10 @@ kind of one-line error, naming where it came from.
 """
 from __future__ import annotations
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 from typing import Any, Mapping
 
 from .errors import SelbenchError

@@ -5,5 +5,8 @@ COMMANDS = [
     "select",
     "train",
     "recipes",
+    "retrain",
+    "run",
+    "demo",
     "leaderboard",
 ]
