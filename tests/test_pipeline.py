@@ -1,0 +1,75 @@
+"""The grid end to end on a micro recipe: real training, selection, retraining, reuse, leaderboard."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from selbench.leaderboard import leaderboard
+from selbench.pipeline import run_grid
+from selbench.recipes import load_recipe
+from selbench.store import RunStore
+
+MICRO = """
+description = "micro grid for tests"
+[supernet]
+space = "darts"
+C = 2
+layers = 3
+steps = 2
+[data]
+dataset = "digits"
+subset = 96
+batch_size = 32
+[search]
+mode = "bilevel-1st"
+epochs = 1
+[retrain]
+C = 4
+layers = 3
+auxiliary = false
+drop_path_prob = 0.1
+cutout = 0
+epochs = 1
+batch_size = 32
+"""
+
+
+@pytest.fixture
+def micro_recipe(tmp_path):
+    path = tmp_path / "micro.toml"
+    path.write_text(MICRO)
+    return load_recipe(str(path))
+
+
+def test_grid_trains_once_reuses_everything_and_feeds_the_leaderboard(micro_recipe, tmp_path):
+    lines: list[str] = []
+    store = RunStore(tmp_path / "runs", log=lines.append)
+    selectors = ["alpha-magnitude", "cost-sign"]
+    first = run_grid([micro_recipe], selectors, seeds=[0], retrain_seeds=[0], store=store, progress=False)
+    assert (first.supernets, first.selections, first.retrains + first.failed_selections) == (1, 2, 2)
+    computed = [line for line in lines if line.startswith("computing")]
+    assert len([line for line in computed if "supernet" in line]) == 1  # one supernet shared by both selectors
+
+    lines.clear()
+    again = run_grid([micro_recipe], selectors, seeds=[0], retrain_seeds=[0], store=store, progress=False)
+    assert again == first
+    assert lines and all(line.startswith("reused") for line in lines)
+
+    table = json.loads(leaderboard(tmp_path / "runs", "json"))
+    assert sorted(row["selector"] for row in table) == selectors
+    scored = [row for row in table if row["runs"]]
+    assert scored and all(0.0 <= row["test_acc_mean"] <= 100.0 for row in scored)
+
+
+def test_truncated_retrain_artifact_is_reported_and_recomputed(micro_recipe, tmp_path):
+    lines: list[str] = []
+    store = RunStore(tmp_path / "runs", log=lines.append)
+    run_grid([micro_recipe], ["alpha-magnitude"], seeds=[0], retrain_seeds=[0], store=store, progress=False)
+    network = next((tmp_path / "runs" / "retrain").glob("*/network.pt"))
+    network.write_bytes(network.read_bytes()[:100])
+    lines.clear()
+    run_grid([micro_recipe], ["alpha-magnitude"], seeds=[0], retrain_seeds=[0], store=store, progress=False)
+    assert any(line.startswith("corrupt retrain") for line in lines)
+    assert any(line.startswith("computing retrain") for line in lines)
+    assert len(network.read_bytes()) > 100
