@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
 
+from .atomic import atomic_write
 from .errors import CheckpointError
 from .space import get_space
 
@@ -17,19 +17,8 @@ FORMAT_VERSION = 1
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """Write ``obj`` so that ``path`` holds either the old file or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` so that ``path`` holds either the old file or the complete new one."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def weights_state_dict(supernet: nn.Module) -> dict[str, Tensor]:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from .checkpoint import atomic_torch_save, read_checkpoint
 from .data import SearchData, load_data

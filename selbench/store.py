@@ -35,12 +35,12 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+from .atomic import atomic_write
 from .checkpoint import atomic_torch_save
 from .errors import SelbenchError
 
@@ -86,18 +86,7 @@ def file_sha256(path: Path) -> str:
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
     """Write ``data`` so that ``path`` holds either the old file or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: handle.write(data))
 
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
