@@ -209,11 +209,15 @@ def _cycle(start_pass: Callable[[], Iterable[Batch]]):
 
 
 @torch.no_grad()
-def evaluate_supernet(supernet: nn.Module, batches: Iterable[Batch], weights_fn: WeightsFn | None = None
-                      ) -> dict[str, Tensor]:
-    """Mean ``loss`` and ``accuracy`` (device tensors) over ``batches`` in eval mode, as DARTS's ``infer``."""
+def evaluate_supernet(supernet: nn.Module, batches: Iterable[Batch], weights_fn: WeightsFn | None = None, *,
+                      batch_statistics: bool = False) -> dict[str, Tensor]:
+    """Mean ``loss`` and ``accuracy`` (device tensors) over ``batches``.
+
+    BatchNorm uses its running statistics (eval mode, as DARTS's ``infer``) unless
+    ``batch_statistics`` (train mode, as DARTS-PT when it scores masked supernets).
+    """
     was_training = supernet.training
-    supernet.eval()
+    supernet.train(batch_statistics)
     loss_sum = correct = None
     seen = 0
     for images, labels in batches:

@@ -158,21 +158,16 @@ class SelectionContext:
         ``bn="train"`` normalises with batch statistics, as DARTS-PT does when it scores
         masked supernets; ``bn="eval"`` uses the running statistics.
         """
-        was_training = self.supernet.training
-        self.supernet.train(bn == "train")
-        correct = torch.zeros((), device=self.device)
-        loss_sum = torch.zeros((), device=self.device)
-        seen = 0
-        for images, labels in self.batches(split, limit):
-            logits = self.supernet(images, weights)
-            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-            correct += (logits.argmax(dim=1) == labels).sum()
-            seen += len(labels)
-            self.count("forward_passes")
-        self.supernet.train(was_training)
-        if seen == 0:
-            raise SelbenchError(f"the {split!r} split has no batches to evaluate")
-        return correct.item() / seen, loss_sum.item() / seen
+        from .search import evaluate_supernet
+
+        def counted() -> Iterator[Batch]:
+            for batch in self.batches(split, limit):
+                self.count("forward_passes")
+                yield batch
+
+        metrics = evaluate_supernet(self.supernet, counted(), (lambda: weights) if weights is not None else None,
+                                    batch_statistics=bn == "train")
+        return metrics["accuracy"].item(), metrics["loss"].item()
 
 
     def finetune(self, epochs: int, *, weights: Callable[[], Mapping[str, Tensor]] | None = None,
