@@ -15,7 +15,7 @@ from selbench import CheckpointError, Genotype, GenotypeError, SearchSpace, hook
 
 from .darts_network import DartsNetwork
 from .darts_ops import DARTS_OPS, DARTS_PT_OPS, OPS
-from .darts_supernet import DartsSupernet, reduction_layers
+from .darts_supernet import IMPLEMENTATIONS, DartsSupernet, reduction_layers
 
 
 class DartsSpace(SearchSpace):
@@ -23,6 +23,8 @@ class DartsSpace(SearchSpace):
     cell_types = ("normal", "reduce")
     num_input_nodes = 2
     in_degree = 2
+    # DARTS's CIFAR-10 evaluation network: 20 cells of C=36, auxiliary head after cell 2·layers//3
+    retrain_defaults = {"C": 36, "layers": 20, "auxiliary": True}
 
     def __init__(self, ops: Sequence[str] = DARTS_OPS, steps: int = 4):
         unknown = [op for op in ops if op not in OPS]
@@ -38,12 +40,21 @@ class DartsSpace(SearchSpace):
 
     def build_supernet(self, C: int = 16, layers: int = 8, num_classes: int = 10, steps: int | None = None,
                        multiplier: int | None = None, stem_multiplier: int = 3, in_channels: int = 3,
-                       ops: Sequence[str] | None = None) -> DartsSupernet:
-        """The search network; ``multiplier`` (nodes concatenated) defaults to ``steps``."""
+                       ops: Sequence[str] | None = None, implementation: str = "fast") -> DartsSupernet:
+        """The search network; ``multiplier`` (nodes concatenated) defaults to ``steps``.
+
+        ``implementation``: ``fast`` (default) or ``reference``, two formulations of the same
+        function with the same state dict (see :mod:`selbench.supernets.darts_supernet`); it is
+        not an architecture argument, so checkpoints do not record it.
+        """
+        if implementation not in IMPLEMENTATIONS:
+            raise GenotypeError(f"darts space: implementation must be one of {list(IMPLEMENTATIONS)}, "
+                                f"got {implementation!r}")
         space = self.variant(ops, steps)
         return DartsSupernet(space, C=C, num_classes=num_classes, layers=layers,
                              multiplier=space.steps if multiplier is None else multiplier,
-                             stem_multiplier=stem_multiplier, in_channels=in_channels)
+                             stem_multiplier=stem_multiplier, in_channels=in_channels,
+                             implementation=implementation)
 
     def build_network(self, genotype: Genotype, C: int = 36, layers: int = 20, num_classes: int = 10,
                       auxiliary: bool = False, stem_multiplier: int = 3, in_channels: int = 3,

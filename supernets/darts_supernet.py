@@ -3,6 +3,11 @@
 Module names follow the original ``model_search.py`` (``stem``, ``cells.{i}.preprocess0|1``,
 ``cells.{i}._ops.{edge}._ops.{op}``, ``global_pooling``, ``classifier``) so its state dicts
 load strictly; α lives in ``alphas`` and may be absent from a state dict being loaded.
+
+Two implementations compute the same function from the same modules: ``reference``, the
+formulation above edge by edge and op by op, and ``fast`` (:mod:`.darts_fast`, the default),
+which shares work between the edges leaving a node.  ``supernet.implementation`` picks one and
+may be changed at any time; both honour ``active`` / ``active_ops``.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from .darts_fast import fast_cell_forward
 from .darts_ops import FactorizedReduce, ReLUConvBN, make_op
 from .supernet_base import SupernetBase
 
@@ -20,6 +26,7 @@ if TYPE_CHECKING:
 
 
 ActiveOps = tuple[tuple[int, ...], ...]  # per edge, the indices of the ops it computes
+IMPLEMENTATIONS = ("fast", "reference")
 
 
 def reduction_layers(layers: int) -> set[int]:
@@ -90,9 +97,10 @@ class DartsSupernet(SupernetBase, nn.Module):
     """The weight-sharing network; follows the :class:`selbench.Supernet` protocol."""
 
     def __init__(self, space: "DartsSpace", C: int, num_classes: int, layers: int, multiplier: int,
-                 stem_multiplier: int, in_channels: int):
+                 stem_multiplier: int, in_channels: int, implementation: str = "fast"):
         super().__init__()
         self.space = space
+        self.implementation = implementation
         self.space_args = dict(C=C, num_classes=num_classes, layers=layers, steps=space.steps,
                                multiplier=multiplier, stem_multiplier=stem_multiplier,
                                in_channels=in_channels, ops=list(space.ops))
@@ -117,6 +125,17 @@ class DartsSupernet(SupernetBase, nn.Module):
         self.init_alphas()
         self._default_active: dict[str, ActiveOps] = {}
 
+    @property
+    def implementation(self) -> str:
+        """``fast`` or ``reference``: how :meth:`forward` computes the cells (the same function either way)."""
+        return self._implementation
+
+    @implementation.setter
+    def implementation(self, name: str) -> None:
+        if name not in IMPLEMENTATIONS:
+            raise ValueError(f"unknown DARTS supernet implementation {name!r}; choose one of {list(IMPLEMENTATIONS)}")
+        self._implementation = name
+
     def forward(self, x: Tensor, weights: Mapping[str, Tensor] | None = None,
                 active: Mapping[str, Sequence[Sequence[int]]] | None = None) -> Tensor:
         """Logits under ``weights`` (default softmax(α)); see :class:`selbench.Supernet` for ``active``."""
@@ -125,7 +144,11 @@ class DartsSupernet(SupernetBase, nn.Module):
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             cell_type = "reduce" if cell.reduction else "normal"
-            s0, s1 = s1, cell(s0, s1, mixing[cell_type], computed.get(cell_type))
+            weights_of_cell, active_of_cell = mixing[cell_type], computed.get(cell_type)
+            if self._implementation == "fast":
+                s0, s1 = s1, fast_cell_forward(cell, s0, s1, weights_of_cell, active_of_cell)
+            else:
+                s0, s1 = s1, cell(s0, s1, weights_of_cell, active_of_cell)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
     @contextmanager

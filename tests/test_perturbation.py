@@ -255,9 +255,11 @@ def random_active(space: selbench.SearchSpace, generator: torch.Generator) -> di
     return active
 
 
+@pytest.mark.parametrize("implementation", ["fast", "reference"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_fast_forward_equals_full_forward_with_zero_weights(seed):
+def test_fast_forward_equals_full_forward_with_zero_weights(seed, implementation):
     full = tiny_supernet(seed, layers=3, steps=3, C=2)
+    full.implementation = implementation
     fast = copy.deepcopy(full)
     space = full.space
     generator = torch.Generator().manual_seed(seed)
@@ -282,8 +284,8 @@ def test_fast_forward_equals_full_forward_with_zero_weights(seed):
     full_logits, full_theta, full_mixing = run(full)
     fast_logits, fast_theta, fast_mixing = run(fast, active=active)
     torch.testing.assert_close(fast_logits, full_logits, rtol=1e-5, atol=1e-7)
-    for name in full_theta:
-        torch.testing.assert_close(fast_theta[name], full_theta[name], rtol=1e-5, atol=1e-7)
+    for name in full_theta:  # summed in another order: equal to fp32 rounding, not to 1e-7 absolute
+        torch.testing.assert_close(fast_theta[name], full_theta[name], rtol=1e-5, atol=1e-6)
     for cell_type, ops_per_edge in active.items():
         for edge, ops in enumerate(ops_per_edge):
             for op in ops:  # the weights of computed ops; left-out ones have no gradient by contract
