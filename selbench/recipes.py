@@ -7,10 +7,15 @@ A recipe has a ``description`` and four sections:
   input channels come from the dataset;
 * ``[data]``: see :data:`selbench.data.DATA_DEFAULTS`;
 * ``[search]``: see :data:`selbench.search.SEARCH_DEFAULTS`;
-* ``[retrain]``: the discrete network and its training from scratch, :data:`RETRAIN_DEFAULTS`.
+* ``[retrain]``: the discrete network and its training from scratch.  The network keys are
+  the keyword arguments of the space's ``build_network`` (DARTS: ``C``, ``layers``,
+  ``auxiliary``, ...; NAS-Bench-201: ``C``, ``N``); the training keys,
+  :data:`RETRAIN_TRAINING_DEFAULTS` and :data:`RETRAIN_OPTIONAL_DEFAULTS`, are the same for
+  every space.
 
-Keys left out take the defaults (DARTS's CIFAR-10 values).  Built-in recipes ship as
-package data (``selbench recipes`` lists them); any path to a TOML file works too.
+Keys left out take the defaults (DARTS's CIFAR-10 values; network keys: the space's
+published evaluation network, see :func:`retrain_network_defaults`).  Built-in recipes ship as package data (``selbench
+recipes`` lists them); any path to a TOML file works too.
 """
 from __future__ import annotations
 
@@ -35,14 +40,12 @@ from .sections import check_section, parse_text_like, typed_like
 from .space import get_space
 
 SECTIONS = ("supernet", "data", "search", "retrain")
+DEFAULT_SPACE = "darts"
 
-# The [retrain] section: DARTS's CIFAR-10 evaluation network and its training.
-RETRAIN_DEFAULTS: dict[str, Any] = {
-    "C": 36,  # initial channels of the discrete network
-    "layers": 20,  # cells
-    "auxiliary": True,  # auxiliary head after cell 2·layers//3
-    "auxiliary_weight": 0.4,
-    "drop_path_prob": 0.2,  # ramped linearly from 0 over the epochs
+# How the discrete network trains, whatever the space: DARTS's CIFAR-10 evaluation recipe.
+RETRAIN_TRAINING_DEFAULTS: dict[str, Any] = {
+    "auxiliary_weight": 0.4,  # used when the network has an auxiliary head
+    "drop_path_prob": 0.2,  # ramped linearly from 0 over the epochs (networks with drop path only)
     "cutout": 16,  # 0 = off
     "epochs": 600,
     "batch_size": 96,
@@ -50,17 +53,26 @@ RETRAIN_DEFAULTS: dict[str, Any] = {
     "lr_min": 0.0,
     "momentum": 0.9,
     "weight_decay": 3e-4,
-    "grad_clip": 5.0,
+    "grad_clip": 5.0,  # max gradient norm; 0 = no clipping
+}
+
+# Training keys added after the first recipes.  A section holds one only when it differs from
+# its default, so recipes that leave it out keep their config hash and run-store keys.
+RETRAIN_OPTIONAL_DEFAULTS: dict[str, Any] = {
+    "nesterov": False,  # Nesterov momentum (NAS-Bench-201's protocol)
 }
 
 _SET_BY_DATA = ("num_classes", "in_channels")
+# build_network arguments the harness passes itself: the cell, and whether its nodes may have any in-degree
+_SET_BY_HARNESS = ("genotype", "variable_in_degree", *_SET_BY_DATA)
 # keys that say where the files are, not what is computed: left out of the config hash
 _LOCATION_KEYS = {"data": ("root", "download")}
+_TRAINING_KEYS = (*RETRAIN_TRAINING_DEFAULTS, *RETRAIN_OPTIONAL_DEFAULTS)
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """A validated recipe; every section holds every key (defaults filled in)."""
+    """A validated recipe; every section holds every key (defaults filled in), except optional keys at their default."""
 
     name: str
     description: str
@@ -91,7 +103,8 @@ class Recipe:
             supernet=_check_supernet(recipe.get("supernet", {}), where),
             data=check_data_section(recipe.get("data", {}), where),
             search=_check_search(recipe.get("search", {}), where),
-            retrain=_check_retrain(recipe.get("retrain", {}), where),
+            retrain=_check_retrain(recipe.get("retrain", {}), recipe.get("supernet", {}).get("space", DEFAULT_SPACE),
+                                   where),
             selectors=_check_selectors(recipe.get("selectors", {}), where),
         )
 
@@ -115,6 +128,14 @@ class Recipe:
         return get_space(self.supernet["space"]).build_supernet(num_classes=num_classes, in_channels=in_channels,
                                                                 **args)
 
+    def retrain_network(self) -> dict[str, Any]:
+        """The ``build_network`` keyword arguments of ``[retrain]`` (its network keys)."""
+        return {k: v for k, v in self.retrain.items() if k not in _TRAINING_KEYS}
+
+    def retrain_training(self) -> dict[str, Any]:
+        """The training keys of ``[retrain]``, optional ones filled in with their defaults."""
+        return {**RETRAIN_OPTIONAL_DEFAULTS, **{k: v for k, v in self.retrain.items() if k in _TRAINING_KEYS}}
+
     def retrain_data(self) -> dict[str, Any]:
         """The ``[data]`` section for retraining: ``[retrain]``'s batch size and cutout replace the search's."""
         return {**self.data, "batch_size": self.retrain["batch_size"], "cutout": self.retrain["cutout"]}
@@ -131,7 +152,7 @@ def _supernet_parameters(space_name: Any, where: str) -> dict[str, inspect.Param
 
 
 def _check_supernet(section: Mapping[str, Any], where: str) -> dict[str, Any]:
-    merged = {"space": "darts", **section}
+    merged = {"space": DEFAULT_SPACE, **section}
     parameters = _supernet_parameters(merged["space"], where)
     for key, value in section.items():
         if key == "space":
@@ -162,14 +183,61 @@ def _check_search(section: Mapping[str, Any], where: str) -> dict[str, Any]:
     return merged
 
 
-def _check_retrain(section: Mapping[str, Any], where: str) -> dict[str, Any]:
-    merged = check_section(section, RETRAIN_DEFAULTS, "retrain", where)
-    _check_ranges(merged, "retrain", where, non_negative=("auxiliary_weight", "cutout", "epochs", "lr_min",
-                                                          "momentum", "weight_decay"),
-                  positive=("C", "layers", "batch_size", "lr", "grad_clip"))
-    if not 0 <= merged["drop_path_prob"] < 1:
-        raise SelbenchError(f"{where}: retrain.drop_path_prob must be in [0, 1), got {merged['drop_path_prob']}")
-    return merged
+def _build_network_parameters(space_name: Any, where: str) -> dict[str, inspect.Parameter] | None:
+    """The keyword arguments of the space's ``build_network`` a recipe may set (``None``: it takes any)."""
+    if not isinstance(space_name, str):
+        raise SelbenchError(f"{where}: supernet.space must be the name of a search space, got {space_name!r}")
+    parameters = inspect.signature(get_space(space_name).build_network).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+    return {name: p for name, p in parameters.items()
+            if name not in _SET_BY_HARNESS and name not in _TRAINING_KEYS and p.kind is not p.VAR_POSITIONAL}
+
+
+def retrain_network_defaults(space_name: str) -> dict[str, Any]:
+    """The network keys a ``[retrain]`` section for ``space_name`` gets when it leaves them out.
+
+    The space's ``retrain_defaults`` (its published evaluation network, see
+    :class:`selbench.SearchSpace`), kept to the keywords its ``build_network`` takes.
+    """
+    parameters = _build_network_parameters(space_name, f"space {space_name!r}")
+    defaults = get_space(space_name).retrain_defaults
+    return {k: v for k, v in defaults.items() if parameters is None or k in parameters}
+
+
+def _retrain_example(space_name: Any, key: str, where: str) -> Any:
+    """A value typed like ``retrain.key`` for this space (``None``: untyped); unknown keys are an error."""
+    if key in _TRAINING_KEYS:
+        return {**RETRAIN_TRAINING_DEFAULTS, **RETRAIN_OPTIONAL_DEFAULTS}[key]
+    parameters = _build_network_parameters(space_name, where)
+    if parameters is not None and key not in parameters:
+        raise SelbenchError(f"{where}: unknown key retrain.{key} for the {space_name} space; valid keys in [retrain]: "
+                            f"{', '.join([*parameters, *_TRAINING_KEYS])}")
+    default = retrain_network_defaults(space_name).get(key, parameters[key].default if parameters else None)
+    return None if default is inspect.Parameter.empty else default
+
+
+def _check_retrain(section: Mapping[str, Any], space_name: Any, where: str) -> dict[str, Any]:
+    network = retrain_network_defaults(space_name) if isinstance(space_name, str) else {}
+    for key, value in section.items():
+        if key not in _TRAINING_KEYS:
+            network[key] = typed_like(_retrain_example(space_name, key, where), value, f"{where}: retrain.{key}")
+    sizes = [k for k, v in network.items() if isinstance(v, int) and not isinstance(v, bool) and v < 1]
+    if sizes:
+        raise SelbenchError(f"{where}: retrain.{sizes[0]} is a network size and must be >= 1, got {network[sizes[0]]}")
+    training = check_section({k: v for k, v in section.items() if k in RETRAIN_TRAINING_DEFAULTS},
+                             RETRAIN_TRAINING_DEFAULTS, "retrain", where)
+    _check_ranges(training, "retrain", where, non_negative=("auxiliary_weight", "cutout", "epochs", "lr_min",
+                                                            "momentum", "weight_decay", "grad_clip"),
+                  positive=("batch_size", "lr"))
+    if not 0 <= training["drop_path_prob"] < 1:
+        raise SelbenchError(f"{where}: retrain.drop_path_prob must be in [0, 1), got {training['drop_path_prob']}")
+    for key, default in RETRAIN_OPTIONAL_DEFAULTS.items():
+        if key in section:
+            value = typed_like(default, section[key], f"{where}: retrain.{key}")
+            if value != default:
+                training[key] = value
+    return {**network, **training}
 
 
 def _check_selectors(section: Any, where: str) -> dict[str, dict[str, Any]]:
@@ -246,9 +314,11 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     if key in current:
         example = current[key]
     elif section == "supernet":
-        example = _supernet_example(current.get("space", "darts"), key, where)
+        example = _supernet_example(current.get("space", DEFAULT_SPACE), key, where)
+    elif section == "retrain":
+        example = _retrain_example(raw.get("supernet", {}).get("space", DEFAULT_SPACE), key, where)
     else:
-        defaults = {"data": DATA_DEFAULTS, "search": SEARCH_DEFAULTS, "retrain": RETRAIN_DEFAULTS}[section]
+        defaults = {"data": DATA_DEFAULTS, "search": SEARCH_DEFAULTS}[section]
         if key not in defaults:
             raise SelbenchError(f"{where}: unknown key {section}.{key}; valid keys in [{section}]: "
                                 f"{', '.join(defaults)}")
@@ -258,7 +328,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
 
 def _supernet_example(space: str, key: str, where: str) -> Any:
     if key == "space":
-        return "darts"
+        return DEFAULT_SPACE
     parameters = _supernet_parameters(space, where)
     if parameters is None:
         return None

@@ -1,9 +1,11 @@
 """Retraining a discrete cell from scratch: the built-in ``retrain`` scorer.
 
-The recipe's ``[retrain]`` section sets the network (C, layers, auxiliary head) and its
-training (DARTS's evaluation recipe at paper scale: SGD with cosine schedule, auxiliary
-loss weight 0.4, drop path ramped linearly, cutout, gradient clipping).  The network trains
-on every training image the ``[data]`` section keeps and is scored once on the test split.
+The recipe's ``[retrain]`` section sets the network (the keyword arguments of the space's
+``build_network``: DARTS's C, layers, auxiliary head; NAS-Bench-201's C, N) and its training
+(by default DARTS's evaluation recipe at paper scale: SGD with cosine schedule, auxiliary
+loss weight 0.4, drop path ramped linearly, cutout, gradient clipping; optionally Nesterov
+momentum and no clipping, as NAS-Bench-201 trains).  The network trains on every training
+image the ``[data]`` section keeps and is scored once on the test split.
 After every epoch the full training state is saved atomically, so an interrupted retrain
 resumes from its last finished epoch.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +21,7 @@ from torch import nn
 
 from .checkpoint import atomic_torch_save, read_checkpoint
 from .data import SearchData, load_data
+from .errors import SelbenchError
 from .genotype import Genotype
 from .macs import count_macs, count_parameters
 from .recipes import Recipe
@@ -37,18 +40,25 @@ def build_retrain_network(genotype: Genotype, recipe: Recipe, *, num_classes: in
     from .space import get_space
 
     space = get_space(recipe.supernet["space"])
-    settings = recipe.retrain
-    kwargs: dict[str, Any] = dict(C=settings["C"], layers=settings["layers"], num_classes=num_classes,
-                                  in_channels=in_channels, auxiliary=settings["auxiliary"])
+    kwargs: dict[str, Any] = dict(recipe.retrain_network(), num_classes=num_classes, in_channels=in_channels)
     if space.in_degree is not None and any(
             len(node) != space.in_degree for _, cell in genotype.items() for node in cell.nodes):
         kwargs["variable_in_degree"] = True
     return space.build_network(genotype, **kwargs)
 
 
+def make_optimizer(network: nn.Module, settings: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """SGD over every parameter with the ``[retrain]`` training settings (``Recipe.retrain_training()``)."""
+    return torch.optim.SGD(network.parameters(), lr=settings["lr"], momentum=settings["momentum"],
+                           weight_decay=settings["weight_decay"], nesterov=settings["nesterov"])
+
+
 def train_epoch(network: nn.Module, batches, optimizer: torch.optim.Optimizer, *, auxiliary_weight: float,
                 grad_clip: float) -> None:
-    """One pass of DARTS's evaluation training: L = CE(logits) + w_aux · CE(aux logits)."""
+    """One pass of DARTS's evaluation training: L = CE(logits) + w_aux · CE(aux logits).
+
+    The gradient norm is clipped to ``grad_clip``; 0 means no clipping.
+    """
     network.train()
     for images, labels in batches:
         optimizer.zero_grad(set_to_none=True)
@@ -57,7 +67,8 @@ def train_epoch(network: nn.Module, batches, optimizer: torch.optim.Optimizer, *
         if logits_aux is not None:
             loss = loss + auxiliary_weight * F.cross_entropy(logits_aux, labels)
         loss.backward()
-        nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
         optimizer.step()
 
 
@@ -78,15 +89,17 @@ def retrain(genotype: Genotype, recipe: Recipe, *, seed: int, device: str | torc
     device = torch.device(device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = recipe.retrain
+    settings = recipe.retrain_training()
     data = load_data(recipe.retrain_data(), seed=seed, device=device)
     torch.manual_seed(seed)
     network = build_retrain_network(genotype, recipe, num_classes=data.num_classes,
                                     in_channels=data.in_channels).to(device)
+    if settings["drop_path_prob"] > 0 and not hasattr(network, "drop_path_prob"):
+        raise SelbenchError(f"recipe {recipe.name!r}: the {recipe.supernet['space']} network has no drop path; "
+                            "set retrain.drop_path_prob = 0")
     params = count_parameters(network)
     macs = count_macs(network, (data.in_channels, *data.image_size))
-    optimizer = torch.optim.SGD(network.parameters(), lr=settings["lr"], momentum=settings["momentum"],
-                                weight_decay=settings["weight_decay"])
+    optimizer = make_optimizer(network, settings)
     epochs = settings["epochs"]
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1), eta_min=settings["lr_min"])
     state_path = out_dir / STATE_FILE
@@ -95,7 +108,8 @@ def retrain(genotype: Genotype, recipe: Recipe, *, seed: int, device: str | torc
         first_epoch, seconds_before = _resume(state_path, network, optimizer, scheduler, data)
     start = time.perf_counter()
     for epoch in range(first_epoch, epochs):
-        network.drop_path_prob = settings["drop_path_prob"] * epoch / epochs
+        if hasattr(network, "drop_path_prob"):
+            network.drop_path_prob = settings["drop_path_prob"] * epoch / epochs
         train_epoch(network, data.batches("train_full"), optimizer, auxiliary_weight=settings["auxiliary_weight"],
                     grad_clip=settings["grad_clip"])
         scheduler.step()

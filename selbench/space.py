@@ -72,7 +72,10 @@ class SearchSpace(ABC):
 
     Subclasses set ``name``, ``cell_types``, ``ops``, ``num_input_nodes``, ``steps`` and
     ``in_degree`` (inputs per intermediate node in a valid discrete cell; ``None`` means
-    every edge is kept and carries one op, ``none`` included, as in NAS-Bench-201).
+    every edge is kept and carries one op, ``none`` included, as in NAS-Bench-201), and may
+    set ``retrain_defaults``: the ``build_network`` arguments of the space's published
+    evaluation network, which a recipe's ``[retrain]`` section takes when it leaves them out
+    (arguments not listed there default to ``build_network``'s own defaults).
     """
 
     name: str
@@ -81,6 +84,7 @@ class SearchSpace(ABC):
     num_input_nodes: int
     steps: int
     in_degree: int | None
+    retrain_defaults: Mapping[str, Any] = {}
 
     # -- structure -------------------------------------------------------------------------
     @property

@@ -28,6 +28,7 @@ class Nb201Space(SearchSpace):
     cell_types = (CELL,)
     num_input_nodes = 1
     in_degree = None
+    retrain_defaults = {"C": 16, "N": 5}  # a recipe's [retrain] network: the benchmark's own
 
     def __init__(self, ops: Sequence[str] = NB201_OPS, steps: int = 3):
         unknown = [op for op in ops if op not in OPS]

@@ -8,7 +8,8 @@ import pytest
 
 import selbench
 from selbench.cli import main
-from selbench.recipes import RETRAIN_DEFAULTS, Recipe, builtin_recipe_names, load_recipe
+from selbench.recipes import (RETRAIN_TRAINING_DEFAULTS, Recipe, builtin_recipe_names, load_recipe,
+                              retrain_network_defaults)
 
 SHIPPED = {"demo", "fmnist-small", "darts-fmnist", "darts-cifar10", "darts-cifar10-2nd", "darts-pt-cifar10",
            "single-level-cifar10"}
@@ -27,7 +28,8 @@ def test_every_shipped_recipe_loads_and_is_described():
     for name in builtin_recipe_names():
         recipe = load_recipe(name)
         assert recipe.name == name and recipe.description
-        assert set(recipe.retrain) == set(RETRAIN_DEFAULTS)
+        assert set(RETRAIN_TRAINING_DEFAULTS) <= set(recipe.retrain)  # network keys: the space's build_network
+        assert set(retrain_network_defaults(recipe.supernet["space"])) <= set(recipe.retrain_network())
         supernet = recipe.build_supernet(num_classes=10, in_channels=3)
         assert isinstance(supernet, selbench.Supernet)
 
@@ -102,7 +104,9 @@ def test_a_partial_file_takes_the_defaults(tmp_path):
     recipe = load_recipe(write(tmp_path, 'description = "tiny"\n[search]\nepochs = 2\n'))
     assert recipe.name == "mine" and recipe.description == "tiny"
     assert recipe.search["epochs"] == 2 and recipe.search["lr"] == 0.025
-    assert recipe.supernet == {"space": "darts"} and recipe.retrain == RETRAIN_DEFAULTS
+    darts_evaluation_network = {"C": 36, "layers": 20, "auxiliary": True}  # REFERENCES: DARTS's CIFAR-10 network
+    assert recipe.supernet == {"space": "darts"}
+    assert recipe.retrain == {**darts_evaluation_network, **RETRAIN_TRAINING_DEFAULTS}
 
 
 def test_unknown_names_and_missing_files_are_clear_errors(tmp_path):

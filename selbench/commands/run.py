@@ -35,6 +35,9 @@ def add_grid_arguments(parser: argparse.ArgumentParser, *, default_seeds: str) -
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--option", "-o", action="append", default=[], metavar="SELECTOR.KEY=VALUE",
                         help="selector option, e.g. -o perturbation.proj_intv=1; repeatable")
+    parser.add_argument("--scorer", default="retrain",
+                        help="how a selected cell is scored: retrain (default) or another registered scorer, "
+                             "e.g. nb201-lookup (see `selbench plugins`)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--download", action="store_true", help="fetch missing official dataset files (MD5-checked)")
     parser.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv", "json"])
@@ -57,7 +60,8 @@ def run_and_report(recipe_names: list[str], args: argparse.Namespace) -> int:
     selectors = list_selectors() if args.selectors == "all" else [s.strip() for s in args.selectors.split(",")]
     runs = args.runs or default_runs_dir()
     result = run_grid(recipes, selectors, seeds=args.seeds, retrain_seeds=args.retrain_seeds, store=RunStore(runs),
-                      device=args.device, options=selector_options(args.option), progress=not args.quiet)
+                      device=args.device, options=selector_options(args.option), scorer=args.scorer,
+                      progress=not args.quiet)
     print(f"{result.supernets} supernets, {result.selections} selections ({result.failed_selections} failed), "
           f"{result.retrains} retrains in {runs}\n")
     print(leaderboard(runs, args.format))
