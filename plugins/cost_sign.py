@@ -24,6 +24,11 @@ Two derivations turn costs into a cell:
 
 ``Selection.scores`` holds −C (larger = more important: the first-order loss increase
 when the op is removed).
+
+The plugin also registers a training observer, ``cost-sign``: during `selbench train` it
+records, per epoch, the mean per-step cost per (cell type, edge, op) for each split a step
+learned from (``train``: θ's steps; ``valid``: the α steps of bi-level search), so that the
+paper's cost dynamics can be followed (``selbench analyze RUN --plot costs``).
 """
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ from selbench import (
     Selection,
     SelectionContext,
     Selector,
+    TrainingObserver,
     hookimpl,
 )
 
@@ -53,11 +59,13 @@ Batch = tuple[Tensor, Tensor]
 def cost_from_gradients(weights: Mapping[str, Tensor], grads: Mapping[str, Tensor],
                         ops: Sequence[str]) -> dict[str, Tensor]:
     """C = (∂L/∂m) ⊙ m per cell type, for one step; the column of ``none`` in ``ops`` is exactly 0."""
-    is_none = torch.tensor([op == NONE_OP for op in ops])
+    none_columns = [k for k, op in enumerate(ops) if op == NONE_OP]
     costs = {}
     for cell_type, weight in weights.items():
         cost = grads[cell_type].detach() * weight.detach()
-        costs[cell_type] = cost.masked_fill(is_none.to(cost.device), 0.0)
+        for k in none_columns:  # a plain column fill: no index tensor to copy to the device every step
+            cost[:, k] = 0.0
+        costs[cell_type] = cost
     return costs
 
 
@@ -87,6 +95,36 @@ def op_costs(supernet: nn.Module, batches: Iterable[Batch],
     if total is None:
         raise SelbenchError("cost-sign: the data split produced no batches to measure costs on")
     return {c: t / count for c, t in total.items()}
+
+
+class EpochCosts:
+    """One epoch of the cost observer: per split, the sum of per-step costs and the number of steps."""
+
+    def __init__(self, space: SearchSpace):
+        self.ops = space.ops
+        self.sums: dict[str, dict[str, Tensor]] = {}
+        self.steps: dict[str, int] = {}
+
+    def step(self, split: str, weights: Mapping[str, Tensor], grads: Mapping[str, Tensor] | None) -> None:
+        cost = cost_from_gradients(weights, grads, self.ops)
+        sums = self.sums.setdefault(split, {})
+        for cell_type, value in cost.items():
+            sums[cell_type] = sums[cell_type] + value if cell_type in sums else value
+        self.steps[split] = self.steps.get(split, 0) + 1
+
+    def result(self) -> dict[str, dict]:
+        """``{"mean_cost": {split: {cell type: [E][O]}}, "steps": {split: n}}`` (tensors, sent to the host later)."""
+        mean = {split: {cell_type: total / self.steps[split] for cell_type, total in sums.items()}
+                for split, sums in self.sums.items()}
+        return {"mean_cost": mean, "steps": dict(self.steps)}
+
+
+COST_OBSERVER = TrainingObserver(
+    name="cost-sign",
+    new_epoch=EpochCosts,
+    needs_gradients=True,
+    description="per-epoch mean cost (∂L/∂m)·m per cell type, edge and op, per split",
+)
 
 
 # -- the derivations ---------------------------------------------------------------------------
@@ -190,3 +228,8 @@ COST_SIGN = Selector(
 @hookimpl
 def selbench_register_selectors(register) -> None:
     register(COST_SIGN)
+
+
+@hookimpl
+def selbench_register_training_observers(register) -> None:
+    register(COST_OBSERVER)

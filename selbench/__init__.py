@@ -9,6 +9,7 @@ from .data import Dataset, ImageSet, SearchData, get_dataset, list_datasets, loa
 from .errors import CheckpointError, GenotypeError, OptionError, PluginError, SelbenchError
 from .genotype import CellGenotype, Genotype
 from .macs import count_macs, count_parameters
+from .observers import EpochObserver, TrainingObserver
 from .options import Option
 from .recipes import Recipe, list_recipes, load_recipe
 from .registry import PluginHost, hookimpl, plugin_host, use_plugin_host
@@ -36,6 +37,7 @@ __all__ = [
     "CheckpointError",
     "Dataset",
     "Edge",
+    "EpochObserver",
     "Genotype",
     "GenotypeError",
     "ImageSet",
@@ -55,6 +57,7 @@ __all__ = [
     "Supernet",
     "SupernetData",
     "TensorData",
+    "TrainingObserver",
     "__version__",
     "count_macs",
     "count_parameters",

@@ -53,5 +53,17 @@ def selbench_register_scorers(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
+def selbench_register_training_observers(register: Callable[[Any], None]) -> None:
+    """Register observers of supernet training.
+
+    Call ``register(selbench.TrainingObserver(name=..., new_epoch=..., needs_gradients=...))``
+    once per observer.  `selbench train` calls ``new_epoch(space)`` at the start of every
+    epoch, hands the returned object every step's mixing weights (and their gradients when
+    ``needs_gradients``) and stores its ``result()`` in the epoch's entry of the run record
+    under ``observers[name]``.  Observers never change what is trained.
+    """
+
+
+@hookspec
 def selbench_selection_finished(selection: "Selection") -> None:
     """Observe a finished selection (genotype, counters, seconds); e.g. to log it to a tracker."""

@@ -27,6 +27,7 @@ KINDS = {
     "space": "selbench_register_spaces",
     "dataset": "selbench_register_datasets",
     "scorer": "selbench_register_scorers",
+    "training observer": "selbench_register_training_observers",
 }
 
 

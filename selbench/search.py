@@ -8,10 +8,16 @@ One epoch walks the train split for θ; depending on the mode, α is updated too
 * ``bilevel-2nd``: as ``bilevel-1st``, but α descends the gradient of the validation loss
   after one virtual SGD step of θ (DARTS second order, :func:`second_order_arch_step`);
 * ``frozen-alpha``: α never changes.
+
+A :class:`StepObserver` may watch every step: it receives the mixing weights softmax(α)
+the step used and, when it asks for them, their gradients ∂L/∂m, tagged with the split the
+loss came from (``train`` for θ's step, ``valid`` for a bi-level α step).  Observing never
+changes the numbers: the loop computes softmax(α) itself, exactly as the supernet would,
+and passes it in as the step's mixing weights.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -43,19 +49,68 @@ ArchStep = Callable[[Tensor, Tensor, Tensor, Tensor], None]
 Batch = tuple[Tensor, Tensor]
 
 
+class StepObserver(Protocol):
+    """Watches the mixing weights of every training step (see :mod:`selbench.observers`)."""
+
+    needs_gradients: bool  # whether ``step`` needs ∂L/∂m (the loop only then keeps it)
+
+    def step(self, split: str, weights: Mapping[str, Tensor], grads: Mapping[str, Tensor] | None) -> None:
+        """One step's detached mixing weights and ∂L/∂m (``None`` unless asked for), cell type -> [E, O]."""
+
+
+def observed_mixing(supernet: nn.Module, observer: StepObserver | None) -> dict[str, Tensor] | None:
+    """softmax(α) per cell type for one observed step, keeping ∂L/∂m when the observer needs it.
+
+    These are the numbers and the graph the supernet builds from α when it gets no weights,
+    so a step run with them is the same step bit for bit.  ``None`` without an observer.
+    """
+    if observer is None:
+        return None
+    mixing = {cell_type: F.softmax(alpha, dim=-1) for cell_type, alpha in supernet.alphas.items()}
+    if observer.needs_gradients:
+        for weights in mixing.values():
+            if weights.requires_grad:
+                weights.retain_grad()
+            else:  # frozen α: softmax(α) is a constant, a leaf that can still take a gradient
+                weights.requires_grad_()
+    return mixing
+
+
+def report_step(observer: StepObserver | None, split: str, mixing: Mapping[str, Tensor] | None,
+                grads: Sequence[Tensor | None] | None = None) -> None:
+    """Hand one step to ``observer``: ``grads`` in the order of ``mixing``, default the ``.grad`` a backward left."""
+    if observer is None or mixing is None:
+        return
+    weights = list(mixing.values())
+    if observer.needs_gradients:
+        found = [m.grad for m in weights] if grads is None else grads
+        gradients = dict(zip(mixing, _zeros_for_unused(found, weights)))  # a cell type the network lacks
+    else:
+        gradients = None
+    observer.step(split, {cell_type: m.detach() for cell_type, m in mixing.items()}, gradients)
+
+
+def _no_custom_weights(observer: StepObserver | None, weights_fn: WeightsFn | None) -> None:
+    if observer is not None and weights_fn is not None:
+        raise ValueError("a step observer watches softmax(α); it cannot be combined with custom mixing weights")
+
+
 def supernet_loss(supernet: nn.Module, images: Tensor, labels: Tensor, weights_fn: WeightsFn | None = None) -> Tensor:
     """Cross-entropy of the supernet, with mixing weights from ``weights_fn`` (default softmax(α))."""
     return F.cross_entropy(supernet(images, weights_fn() if weights_fn is not None else None), labels)
 
 
 def first_order_arch_step(supernet: nn.Module, a_optimizer: torch.optim.Optimizer,
-                          weights_fn: WeightsFn | None = None) -> ArchStep:
+                          weights_fn: WeightsFn | None = None, observer: StepObserver | None = None) -> ArchStep:
     """DARTS first order: ∇_α L_val(w, α) at the current w."""
+    _no_custom_weights(observer, weights_fn)
 
     def step(train_images: Tensor, train_labels: Tensor, valid_images: Tensor, valid_labels: Tensor) -> None:
         a_optimizer.zero_grad(set_to_none=True)
-        supernet_loss(supernet, valid_images, valid_labels, weights_fn).backward()
+        mixing = observed_mixing(supernet, observer)
+        supernet_loss(supernet, valid_images, valid_labels, weights_fn if mixing is None else lambda: mixing).backward()
         a_optimizer.step()
+        report_step(observer, "valid", mixing)
 
     return step
 
@@ -94,22 +149,26 @@ def finite_difference_hvp(arch_grad: Callable[[Sequence[Tensor]], Sequence[Tenso
 
 def second_order_arch_step(supernet: nn.Module, a_optimizer: torch.optim.Optimizer,
                            w_optimizer: torch.optim.Optimizer, weights_fn: WeightsFn | None = None,
-                           hvp_epsilon: float = 0.01) -> ArchStep:
+                           hvp_epsilon: float = 0.01, observer: StepObserver | None = None) -> ArchStep:
     """DARTS second order: α descends ∇_α L_val(w', α) − ξ·∇²_{α,w} L_train(w, α)·∇_w' L_val(w', α).
 
     w' = w − ξ·∇_w L_train(w, α) is one virtual θ step (:func:`unrolled_weights`); the
     Hessian-vector product is the central difference of :func:`finite_difference_hvp`.
     θ is untouched, and the BatchNorm statistics of the virtual forward passes are discarded.
+    An ``observer`` sees the validation loss's ∂L_val(w', α)/∂m, the direct term's source.
     """
+    _no_custom_weights(observer, weights_fn)
     arch = list(supernet.arch_parameters())
     arch_ids = {id(a) for a in arch}
     named_weights = [(name, p) for name, p in supernet.named_parameters() if id(p) not in arch_ids]
     names = [name for name, _ in named_weights]
     weights = [p for _, p in named_weights]
 
-    def loss_at(w_values: Sequence[Tensor], images: Tensor, labels: Tensor) -> Tensor:
+    def loss_at(w_values: Sequence[Tensor], images: Tensor, labels: Tensor,
+                mixing: Mapping[str, Tensor] | None = None) -> Tensor:
         buffers = {name: b.clone() for name, b in supernet.named_buffers()}
-        mixing = weights_fn() if weights_fn is not None else None
+        if mixing is None and weights_fn is not None:
+            mixing = weights_fn()
         logits = functional_call(supernet, {**dict(zip(names, w_values)), **buffers}, (images, mixing))
         return F.cross_entropy(logits, labels)
 
@@ -119,9 +178,12 @@ def second_order_arch_step(supernet: nn.Module, a_optimizer: torch.optim.Optimiz
     def step(train_images: Tensor, train_labels: Tensor, valid_images: Tensor, valid_labels: Tensor) -> None:
         train_grads = torch.autograd.grad(loss_at(weights, train_images, train_labels), weights, allow_unused=True)
         w_prime = [w.requires_grad_() for w in unrolled_weights(weights, train_grads, w_optimizer)]
-        grads = torch.autograd.grad(loss_at(w_prime, valid_images, valid_labels), arch + w_prime, allow_unused=True)
+        mixing = observed_mixing(supernet, observer)
+        watched = list(mixing.values()) if mixing is not None and observer.needs_gradients else []
+        grads = torch.autograd.grad(loss_at(w_prime, valid_images, valid_labels, mixing), arch + w_prime + watched,
+                                    allow_unused=True)
         direct = _zeros_for_unused(grads[:len(arch)], arch)
-        valid_w_grads = _zeros_for_unused(grads[len(arch):], w_prime)
+        valid_w_grads = _zeros_for_unused(grads[len(arch):len(arch) + len(w_prime)], w_prime)
         implicit = finite_difference_hvp(lambda w: arch_grad(w, train_images, train_labels), weights,
                                          valid_w_grads, hvp_epsilon)
         xi = w_optimizer.param_groups[0]["lr"]
@@ -129,6 +191,7 @@ def second_order_arch_step(supernet: nn.Module, a_optimizer: torch.optim.Optimiz
         for alpha, g_direct, g_implicit in zip(arch, direct, implicit):
             alpha.grad = g_direct - xi * g_implicit
         a_optimizer.step()
+        report_step(observer, "valid", mixing, grads[len(arch) + len(w_prime):] if watched else None)
 
     return step
 
@@ -140,24 +203,32 @@ def _zeros_for_unused(grads: Sequence[Tensor | None], inputs: Sequence[Tensor]) 
 
 def arch_step_for(mode: str, supernet: nn.Module, *, w_optimizer: torch.optim.Optimizer,
                   a_optimizer: torch.optim.Optimizer | None, weights_fn: WeightsFn | None = None,
-                  hvp_epsilon: float = 0.01) -> ArchStep | None:
-    """The α update of a bi-level ``mode`` (``None`` for the others, which update α with θ or not at all)."""
+                  hvp_epsilon: float = 0.01, observer: StepObserver | None = None) -> ArchStep | None:
+    """The α update of a bi-level ``mode`` (``None`` for the others, which update α with θ or not at all).
+
+    ``observer`` watches the α steps (split ``valid``).
+    """
     if mode == "bilevel-1st":
-        return first_order_arch_step(supernet, a_optimizer, weights_fn)
+        return first_order_arch_step(supernet, a_optimizer, weights_fn, observer)
     if mode == "bilevel-2nd":
-        return second_order_arch_step(supernet, a_optimizer, w_optimizer, weights_fn, hvp_epsilon)
+        return second_order_arch_step(supernet, a_optimizer, w_optimizer, weights_fn, hvp_epsilon, observer)
     return None
 
 
 def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[], Iterable[Batch]] | None, *,
                  w_optimizer: torch.optim.Optimizer, mode: str, a_optimizer: torch.optim.Optimizer | None = None,
                  arch_step: ArchStep | None = None, weights_fn: WeightsFn | None = None, grad_clip: float = 5.0,
-                 on_step: Callable[[], None] | None = None) -> dict[str, Tensor]:
+                 on_step: Callable[[], None] | None = None,
+                 observer: StepObserver | None = None) -> dict[str, Tensor]:
     """One pass over ``train``; returns device tensors ``loss`` and ``accuracy`` (means over the epoch).
 
     Bi-level modes pair each training batch with the next validation batch; ``valid()``
     starts a fresh pass over the validation split, called again whenever it runs out.  ``on_step`` runs after every θ update.
+    ``observer`` watches the θ steps (split ``train``); the α steps are watched by the
+    observer ``arch_step`` was built with (:func:`arch_step_for`), or by this one when the
+    step is built here.
     """
+    _no_custom_weights(observer, weights_fn)
     if mode not in SEARCH_MODES:
         raise SelbenchError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
     bilevel = mode.startswith("bilevel")
@@ -167,7 +238,7 @@ def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[]
         raise SelbenchError(f"search mode {mode!r} updates α and needs an α optimiser")
     if bilevel and arch_step is None:
         arch_step = arch_step_for(mode, supernet, w_optimizer=w_optimizer, a_optimizer=a_optimizer,
-                                  weights_fn=weights_fn)
+                                  weights_fn=weights_fn, observer=observer)
     supernet.train()
     weights = list(supernet.weight_parameters())
     valid_batches = _cycle(valid) if bilevel else None
@@ -181,9 +252,11 @@ def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[]
         w_optimizer.zero_grad(set_to_none=True)
         if mode == "single-level":
             a_optimizer.zero_grad(set_to_none=True)
-        logits = supernet(images, weights_fn() if weights_fn is not None else None)
+        mixing = observed_mixing(supernet, observer)
+        logits = supernet(images, mixing if mixing is not None else weights_fn() if weights_fn is not None else None)
         loss = F.cross_entropy(logits, labels)
         loss.backward()
+        report_step(observer, "train", mixing)
         nn.utils.clip_grad_norm_(weights, grad_clip)
         w_optimizer.step()
         if mode == "single-level":

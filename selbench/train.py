@@ -6,14 +6,18 @@ Adam.  After every epoch the full training state — θ, α, both optimisers, th
 the random generators, the history — is written atomically, so a killed run started again
 continues from its last finished epoch and ends exactly where an uninterrupted run ends
 (bit for bit on the CPU).
+
+Training observers registered by plugins (:mod:`selbench.observers`) watch every step and
+add their per-epoch data to the record; they never change what is trained.
 """
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +26,7 @@ from tqdm import tqdm
 from .checkpoint import atomic_torch_save, read_checkpoint, save_supernet
 from .data import SearchData, load_data
 from .errors import CheckpointError, SelbenchError
+from .observers import ObserverSet, TrainingObserver, training_observers
 from .recipes import Recipe
 from .search import arch_step_for, evaluate_supernet, search_epoch
 from .store import atomic_write_json
@@ -42,7 +47,7 @@ Progress = Callable[[str, int, int], None]
 
 
 def train_supernet(recipe: Recipe, *, seed: int, device: str | torch.device = "cpu", out_dir: str | Path,
-                   progress: bool | Progress = True) -> Path:
+                   progress: bool | Progress = True, observers: Sequence[TrainingObserver] | None = None) -> Path:
     """Train the recipe's supernet with ``seed`` on ``device``; return the checkpoint path in ``out_dir``.
 
     ``out_dir`` receives ``supernet.pt`` (:func:`selbench.save_supernet`, with the recipe,
@@ -50,7 +55,8 @@ def train_supernet(recipe: Recipe, *, seed: int, device: str | torch.device = "c
     record: per-epoch loss, accuracy and softmax(α), wall time, device, versions).  A
     finished run in ``out_dir`` is returned as is; an interrupted one is resumed.
     ``progress``: ``True`` shows a bar per epoch, ``False`` nothing, and a callable is
-    called as ``progress(label, step, steps)`` after every θ step.
+    called as ``progress(label, step, steps)`` after every θ step.  ``observers`` watch the
+    steps and add per-epoch data to the record (default: every registered training observer).
     """
     out_dir = Path(out_dir)
     checkpoint_path, record_path, state_path = out_dir / CHECKPOINT_FILE, out_dir / RECORD_FILE, out_dir / STATE_FILE
@@ -71,8 +77,10 @@ def train_supernet(recipe: Recipe, *, seed: int, device: str | torch.device = "c
         supernet.arch_parameters(), lr=search["arch_lr"], betas=(search["arch_beta1"], search["arch_beta2"]),
         weight_decay=search["arch_weight_decay"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, T_max=max(epochs, 1), eta_min=search["lr_min"])
+    watching = ObserverSet(training_observers() if observers is None else observers, supernet.space)
+    observer = watching if watching.observers else None
     arch_step = arch_step_for(mode, supernet, w_optimizer=w_optimizer, a_optimizer=a_optimizer,
-                              hvp_epsilon=search["hvp_epsilon"])
+                              hvp_epsilon=search["hvp_epsilon"], observer=observer)
     has_valid = data.split_size("valid") > 0
     if ALPHA_SPLIT[mode] == "valid" and not has_valid:
         raise SelbenchError(f"recipe {recipe.name!r}: search.mode {mode!r} learns α on the 'valid' split, which "
@@ -88,13 +96,14 @@ def train_supernet(recipe: Recipe, *, seed: int, device: str | torch.device = "c
         on_step, bar = _epoch_progress(progress, epoch, epochs, data.num_batches("train"))
         lr = w_optimizer.param_groups[0]["lr"]
         epoch_start = time.perf_counter()
+        watching.start_epoch()
         train_metrics = search_epoch(
             supernet, data.batches("train"), (lambda: data.batches("valid")) if has_valid else None,
             w_optimizer=w_optimizer, a_optimizer=a_optimizer, mode=mode, arch_step=arch_step,
-            grad_clip=search["grad_clip"], on_step=on_step)
+            grad_clip=search["grad_clip"], on_step=on_step, observer=observer)
         valid_metrics = evaluate_supernet(supernet, data.batches("valid")) if has_valid else None
         scheduler.step()
-        history.append(_epoch_record(epoch, lr, train_metrics, valid_metrics, supernet,
+        history.append(_epoch_record(epoch, lr, train_metrics, valid_metrics, supernet, watching.end_epoch(),
                                      time.perf_counter() - epoch_start))
         if bar is not None:
             bar.set_postfix(_summary(history[-1]))
@@ -107,7 +116,7 @@ def train_supernet(recipe: Recipe, *, seed: int, device: str | torch.device = "c
     save_supernet(supernet, checkpoint_path, recipe=recipe.to_dict(), recipe_name=recipe.name, seed=seed, mode=mode,
                   epochs=epochs, alpha_split=ALPHA_SPLIT[mode], config_hash=config_hash,
                   train_accuracy=last.get("train_accuracy"), valid_accuracy=last.get("valid_accuracy"))
-    atomic_write_json(_record(recipe, seed, mode, config_hash, history, seconds, device), record_path)
+    atomic_write_json(_record(recipe, seed, mode, config_hash, supernet.space, history, seconds, device), record_path)
     state_path.unlink(missing_ok=True)
     return checkpoint_path
 
@@ -149,22 +158,55 @@ def _epoch_progress(progress: bool | Progress, epoch: int, epochs: int, steps: i
 
 
 def _epoch_record(epoch: int, lr: float, train: Mapping[str, Tensor], valid: Mapping[str, Tensor] | None,
-                  supernet: nn.Module, seconds: float) -> dict[str, Any]:
+                  supernet: nn.Module, observed: Mapping[str, Any], seconds: float) -> dict[str, Any]:
     """The epoch's numbers, brought to the host in one transfer."""
-    metrics = [train["loss"], train["accuracy"]] + ([valid["loss"], valid["accuracy"]] if valid is not None else [])
-    softmax = {cell_type: alpha.detach().softmax(dim=-1) for cell_type, alpha in supernet.alphas.items()}
-    flat = torch.cat([torch.stack(metrics).float().flatten()] + [w.float().flatten() for w in softmax.values()]).cpu()
-    values = flat[:len(metrics)].tolist()
-    alphas, offset = {}, len(metrics)
-    for cell_type, weights in softmax.items():
-        alphas[cell_type] = flat[offset:offset + weights.numel()].view(weights.shape).tolist()
-        offset += weights.numel()
-    return {
-        "epoch": epoch + 1, "lr": lr, "train_loss": values[0], "train_accuracy": values[1],
-        "valid_loss": values[2] if valid is not None else None,
-        "valid_accuracy": values[3] if valid is not None else None,
-        "seconds": seconds, "alpha_softmax": alphas,
-    }
+    return to_host({
+        "epoch": epoch + 1, "lr": lr, "train_loss": train["loss"], "train_accuracy": train["accuracy"],
+        "valid_loss": valid["loss"] if valid is not None else None,
+        "valid_accuracy": valid["accuracy"] if valid is not None else None,
+        "seconds": seconds,
+        "alpha_softmax": {cell_type: alpha.detach().softmax(dim=-1) for cell_type, alpha in supernet.alphas.items()},
+        "observers": dict(observed),
+    })
+
+
+def to_host(tree: Any) -> Any:
+    """``tree`` (nested dicts, lists, tuples) with every tensor replaced by its value as Python numbers / nested lists.
+
+    All tensors travel to the host in one transfer, as the type they promote to together.
+    """
+    leaves: list[Tensor] = []
+
+    def collect(node: Any) -> None:
+        if isinstance(node, Tensor):
+            leaves.append(node.detach())
+        elif isinstance(node, Mapping):
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                collect(value)
+
+    collect(tree)
+    if not leaves:
+        return tree
+    dtype = functools.reduce(torch.promote_types, (leaf.dtype for leaf in leaves))
+    flat = torch.cat([leaf.to(dtype).flatten() for leaf in leaves]).cpu()
+    offset = 0
+
+    def rebuild(node: Any) -> Any:
+        nonlocal offset
+        if isinstance(node, Tensor):
+            value = flat[offset:offset + node.numel()].view(node.shape).tolist()
+            offset += node.numel()
+            return value
+        if isinstance(node, Mapping):
+            return {key: rebuild(value) for key, value in node.items()}
+        if isinstance(node, (list, tuple)):
+            return [rebuild(value) for value in node]
+        return node
+
+    return rebuild(tree)
 
 
 def _summary(entry: Mapping[str, Any]) -> dict[str, str]:
@@ -210,17 +252,23 @@ def _resume(path: Path, config_hash: str, seed: int, device: torch.device, *, su
     return list(state["history"]), float(state["seconds"])
 
 
-def _record(recipe: Recipe, seed: int, mode: str, config_hash: str, history: list, seconds: float,
+def _record(recipe: Recipe, seed: int, mode: str, config_hash: str, space: Any, history: list, seconds: float,
             device: torch.device) -> dict[str, Any]:
     from . import __version__
 
     return {
         "format": RECORD_FORMAT, "version": 1, "recipe_name": recipe.name, "recipe": recipe.to_dict(),
         "config_hash": config_hash, "seed": seed, "mode": mode, "alpha_split": ALPHA_SPLIT[mode],
-        "epochs": history, "wall_seconds": seconds, "device": _describe(device),
+        "space": space_layout(space), "epochs": history, "wall_seconds": seconds, "device": _describe(device),
         "torch_version": torch.__version__, "selbench_version": __version__, "python_version": platform.python_version(),
         "checkpoint": CHECKPOINT_FILE,
     }
+
+
+def space_layout(space: Any) -> dict[str, Any]:
+    """What a reader of the record needs to label its [E, O] tables: cell types, ops, input nodes, edges (src, dst)."""
+    return {"name": space.name, "cell_types": list(space.cell_types), "ops": list(space.ops),
+            "num_input_nodes": space.num_input_nodes, "edges": [[edge.src, edge.dst] for edge in space.edges]}
 
 
 def _describe(device: torch.device) -> str:

@@ -9,4 +9,5 @@ COMMANDS = [
     "run",
     "demo",
     "leaderboard",
+    "analyze",
 ]
