@@ -11,32 +11,25 @@ may be changed at any time; both honour ``active`` / ``active_ops``.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .darts_fast import fast_cell_forward
 from .darts_ops import FactorizedReduce, ReLUConvBN, make_op
-from .supernet_base import SupernetBase
+from .supernet_base import SupernetBase, sum_of
 
 if TYPE_CHECKING:
     from .darts import DartsSpace
 
 
-ActiveOps = tuple[tuple[int, ...], ...]  # per edge, the indices of the ops it computes
 IMPLEMENTATIONS = ("fast", "reference")
 
 
 def reduction_layers(layers: int) -> set[int]:
     """Cells that halve the resolution and double the channels: at 1/3 and 2/3 of the depth."""
     return {layers // 3, 2 * layers // 3}
-
-
-def sum_of(terms: list[Tensor]) -> Tensor:
-    """Σ terms, without the ``0 +`` that Python's ``sum`` starts with (one tensor op less)."""
-    return sum(terms[1:], terms[0])
 
 
 class MixedOp(nn.Module):
@@ -123,7 +116,6 @@ class DartsSupernet(SupernetBase, nn.Module):
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
         self.init_alphas()
-        self._default_active: dict[str, ActiveOps] = {}
 
     @property
     def implementation(self) -> str:
@@ -140,7 +132,7 @@ class DartsSupernet(SupernetBase, nn.Module):
                 active: Mapping[str, Sequence[Sequence[int]]] | None = None) -> Tensor:
         """Logits under ``weights`` (default softmax(α)); see :class:`selbench.Supernet` for ``active``."""
         mixing = self.resolve_mixing(weights)
-        computed = self._default_active if active is None else self._checked_active(active)
+        computed = self.computed_ops(active)
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             cell_type = "reduce" if cell.reduction else "normal"
@@ -150,27 +142,3 @@ class DartsSupernet(SupernetBase, nn.Module):
             else:
                 s0, s1 = s1, cell(s0, s1, weights_of_cell, active_of_cell)
         return self.classifier(self.global_pooling(s1).flatten(1))
-
-    @contextmanager
-    def active_ops(self, active: Mapping[str, Sequence[Sequence[int]]]) -> Iterator[None]:
-        """Within the block, every forward without its own ``active`` computes only these ops."""
-        previous, self._default_active = self._default_active, self._checked_active(active)
-        try:
-            yield
-        finally:
-            self._default_active = previous
-
-    def _checked_active(self, active: Mapping[str, Sequence[Sequence[int]]]) -> dict[str, ActiveOps]:
-        """``active`` with each edge's op indices sorted (the order a full forward sums them in)."""
-        checked = {}
-        num_edges, num_ops = self.space.num_edges, len(self.space.ops)
-        for cell_type, per_edge in active.items():
-            if cell_type not in self.alphas:
-                raise ValueError(f"active ops for unknown cell type {cell_type!r}; "
-                                 f"this supernet has {sorted(self.alphas)}")
-            per_edge = tuple(tuple(sorted(set(map(int, ops)))) for ops in per_edge)
-            if len(per_edge) != num_edges or any(not 0 <= k < num_ops for ops in per_edge for k in ops):
-                raise ValueError(f"active ops of the {cell_type} cell must list, for each of its {num_edges} edges, "
-                                 f"op indices in 0..{num_ops - 1}; got {per_edge}")
-            checked[cell_type] = per_edge
-        return checked

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from .nb201_macro import Nb201Macro, edge_key
 from .nb201_ops import make_op
-from .supernet_base import SupernetBase
+from .supernet_base import SupernetBase, sum_of
 
 if TYPE_CHECKING:
     from .nb201 import Nb201Space
@@ -24,8 +25,11 @@ class MixedEdge(nn.ModuleList):
     def __init__(self, C: int, ops: Sequence[str]):
         super().__init__(make_op(name, C, affine=False) for name in ops)
 
-    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
-        return sum(w * op(x) for w, op in zip(weights, self))
+    def forward(self, x: Tensor, weights: Tensor, active: Sequence[int] | None = None) -> Tensor:
+        """Σ_o w_o · o(x); with ``active`` (op indices, ascending) only those ops run, the rest count as zero."""
+        if active is None:
+            return sum(w * op(x) for w, op in zip(weights, self))
+        return sum_of([weights[k] * self[k](x) for k in active])
 
 
 class Nb201SearchCell(nn.Module):
@@ -36,10 +40,16 @@ class Nb201SearchCell(nn.Module):
         self._edges_into = [space.edges_into(dst) for dst in space.nodes]
         self.edges = nn.ModuleDict({edge_key(e.src, e.dst): MixedEdge(C, space.ops) for e in space.edges})
 
-    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
+    def forward(self, x: Tensor, weights: Tensor, active: Sequence[Sequence[int]] | None = None) -> Tensor:
+        """``active[e]``, when given, lists the ops edge ``e`` computes; an edge with none is skipped."""
         nodes = [x]
         for incoming in self._edges_into:
-            nodes.append(sum(self.edges[edge_key(e.src, e.dst)](nodes[e.src], weights[e.index]) for e in incoming))
+            if active is not None:
+                incoming = [e for e in incoming if active[e.index]]
+            terms = [self.edges[edge_key(e.src, e.dst)](nodes[e.src], weights[e.index],
+                                                       None if active is None else active[e.index])
+                     for e in incoming]
+            nodes.append(sum_of(terms) if terms else torch.zeros_like(x))  # every op keeps the cell's shape
         return nodes[-1]
 
 
@@ -53,5 +63,7 @@ class Nb201Supernet(SupernetBase, Nb201Macro):
                                ops=list(space.ops))
         self.init_alphas()
 
-    def forward(self, x: Tensor, weights: Mapping[str, Tensor] | None = None) -> Tensor:
-        return self.classify(x, self.resolve_mixing(weights)["cell"])
+    def forward(self, x: Tensor, weights: Mapping[str, Tensor] | None = None,
+                active: Mapping[str, Sequence[Sequence[int]]] | None = None) -> Tensor:
+        """Logits under ``weights`` (default softmax(α)); see :class:`selbench.Supernet` for ``active``."""
+        return self.classify(x, self.resolve_mixing(weights)["cell"], self.computed_ops(active).get("cell"))

@@ -2,12 +2,14 @@
 
 :class:`SupernetBase` is mixed into a supernet ``nn.Module`` that has set ``self.space``;
 it gives the :class:`selbench.Supernet` protocol's α side: one ``Parameter[E, O]`` per
-cell type, the softmax mixing weights with per-call overrides, the θ/α split, and loading
-of state dicts that carry no α (as the original DARTS code writes them).
+cell type, the softmax mixing weights with per-call overrides, the θ/α split, loading
+of state dicts that carry no α (as the original DARTS code writes them), and the optional
+``active_ops`` protocol (which ops each edge computes; the others count as zero).
 """
 from __future__ import annotations
 
-from typing import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,12 @@ from torch import Tensor, nn
 from selbench import SearchSpace
 
 ALPHA_INIT_SCALE = 1e-3  # DARTS and NAS-Bench-201 both start α at 1e-3·randn
+ActiveOps = tuple[tuple[int, ...], ...]  # per edge, the indices of the ops it computes
+
+
+def sum_of(terms: list[Tensor]) -> Tensor:
+    """Σ terms, without the ``0 +`` that Python's ``sum`` starts with (one tensor op less)."""
+    return sum(terms[1:], terms[0])
 
 
 def alphas_optional(module: nn.Module, incompatible) -> None:
@@ -36,6 +44,7 @@ class SupernetBase:
             for cell_type in self.space.cell_types
         })
         self.register_load_state_dict_post_hook(alphas_optional)
+        self._default_active: dict[str, ActiveOps] = {}
 
     def mixing_weights(self) -> dict[str, Tensor]:
         """softmax(α) per edge, the weights a plain forward uses."""
@@ -59,3 +68,31 @@ class SupernetBase:
     def arch_parameters(self) -> Iterator[nn.Parameter]:
         """α, one tensor per cell type."""
         return iter(self.alphas.values())
+
+    def computed_ops(self, active: Mapping[str, Sequence[Sequence[int]]] | None) -> dict[str, ActiveOps]:
+        """The ops one forward computes per cell type: ``active`` if given, else the ``active_ops`` block's."""
+        return self._default_active if active is None else self._checked_active(active)
+
+    @contextmanager
+    def active_ops(self, active: Mapping[str, Sequence[Sequence[int]]]) -> Iterator[None]:
+        """Within the block, every forward without its own ``active`` computes only these ops."""
+        previous, self._default_active = self._default_active, self._checked_active(active)
+        try:
+            yield
+        finally:
+            self._default_active = previous
+
+    def _checked_active(self, active: Mapping[str, Sequence[Sequence[int]]]) -> dict[str, ActiveOps]:
+        """``active`` with each edge's op indices sorted (the order a full forward sums them in)."""
+        checked = {}
+        num_edges, num_ops = self.space.num_edges, len(self.space.ops)
+        for cell_type, per_edge in active.items():
+            if cell_type not in self.alphas:
+                raise ValueError(f"active ops for unknown cell type {cell_type!r}; "
+                                 f"this supernet has {sorted(self.alphas)}")
+            per_edge = tuple(tuple(sorted(set(map(int, ops)))) for ops in per_edge)
+            if len(per_edge) != num_edges or any(not 0 <= k < num_ops for ops in per_edge for k in ops):
+                raise ValueError(f"active ops of the {cell_type} cell must list, for each of its {num_edges} edges, "
+                                 f"op indices in 0..{num_ops - 1}; got {per_edge}")
+            checked[cell_type] = per_edge
+        return checked

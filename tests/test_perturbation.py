@@ -245,21 +245,36 @@ def test_fast_and_reference_implementations_decide_alike():
 
 
 def random_active(space: selbench.SearchSpace, generator: torch.Generator) -> dict[str, list[tuple[int, ...]]]:
-    """Per edge a random subset of ops (empty ones included); node 2's edges all empty in one cell."""
+    """Per edge a random subset of ops (empty ones included); the first node's edges all empty in one cell."""
     active = {}
     for cell_type in space.cell_types:
         keep = torch.rand(space.num_edges, len(space.ops), generator=generator) < 0.5
         active[cell_type] = [tuple(torch.nonzero(row).flatten().tolist()) for row in keep]
-    for edge in space.edges_into(2):
-        active["normal"][edge.index] = ()
+    for edge in space.edges_into(space.nodes[0]):
+        active[space.cell_types[0]][edge.index] = ()
     return active
 
 
-@pytest.mark.parametrize("implementation", ["fast", "reference"])
+def darts_supernet_computed_by(implementation: str) -> Callable[[int], torch.nn.Module]:
+    def build(seed: int) -> torch.nn.Module:
+        supernet = tiny_supernet(seed, layers=3, steps=3, C=2)
+        supernet.implementation = implementation
+        return supernet
+
+    return build
+
+
+SUPERNETS_WITH_ACTIVE_OPS = {
+    "darts-fast": darts_supernet_computed_by("fast"),
+    "darts-reference": darts_supernet_computed_by("reference"),
+    "nb201": lambda seed: tiny_nb201_supernet(seed, C=2),
+}
+
+
+@pytest.mark.parametrize("supernet_kind", list(SUPERNETS_WITH_ACTIVE_OPS))
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_fast_forward_equals_full_forward_with_zero_weights(seed, implementation):
-    full = tiny_supernet(seed, layers=3, steps=3, C=2)
-    full.implementation = implementation
+def test_fast_forward_equals_full_forward_with_zero_weights(seed, supernet_kind):
+    full = SUPERNETS_WITH_ACTIVE_OPS[supernet_kind](seed)
     fast = copy.deepcopy(full)
     space = full.space
     generator = torch.Generator().manual_seed(seed)
