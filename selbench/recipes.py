@@ -141,14 +141,21 @@ class Recipe:
         return {**self.data, "batch_size": self.retrain["batch_size"], "cutout": self.retrain["cutout"]}
 
 
-def _supernet_parameters(space_name: Any, where: str) -> dict[str, inspect.Parameter] | None:
-    """The keyword arguments the space's ``build_supernet`` takes (``None``: it takes any)."""
+def _keyword_parameters(space_name: Any, builder: str, set_elsewhere: Iterable[str],
+                        where: str) -> dict[str, inspect.Parameter] | None:
+    """The keyword arguments of the space's ``builder`` method a recipe may set (``None``: it takes any)."""
     if not isinstance(space_name, str):
         raise SelbenchError(f"{where}: supernet.space must be the name of a search space, got {space_name!r}")
-    parameters = inspect.signature(get_space(space_name).build_supernet).parameters
+    parameters = inspect.signature(getattr(get_space(space_name), builder)).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return None
-    return {name: p for name, p in parameters.items() if name not in _SET_BY_DATA}
+    excluded = set(set_elsewhere)
+    return {name: p for name, p in parameters.items() if name not in excluded and p.kind is not p.VAR_POSITIONAL}
+
+
+def _supernet_parameters(space_name: Any, where: str) -> dict[str, inspect.Parameter] | None:
+    """The keyword arguments of the space's ``build_supernet`` a recipe may set (``None``: it takes any)."""
+    return _keyword_parameters(space_name, "build_supernet", _SET_BY_DATA, where)
 
 
 def _check_supernet(section: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -185,13 +192,7 @@ def _check_search(section: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 def _build_network_parameters(space_name: Any, where: str) -> dict[str, inspect.Parameter] | None:
     """The keyword arguments of the space's ``build_network`` a recipe may set (``None``: it takes any)."""
-    if not isinstance(space_name, str):
-        raise SelbenchError(f"{where}: supernet.space must be the name of a search space, got {space_name!r}")
-    parameters = inspect.signature(get_space(space_name).build_network).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return None
-    return {name: p for name, p in parameters.items()
-            if name not in _SET_BY_HARNESS and name not in _TRAINING_KEYS and p.kind is not p.VAR_POSITIONAL}
+    return _keyword_parameters(space_name, "build_network", (*_SET_BY_HARNESS, *_TRAINING_KEYS), where)
 
 
 def retrain_network_defaults(space_name: str) -> dict[str, Any]:

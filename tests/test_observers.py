@@ -69,12 +69,18 @@ def softmax_alphas(supernet):
     return {c: F.softmax(a.detach(), dim=-1) for c, a in supernet.alphas.items()}
 
 
-@pytest.mark.parametrize("mode", ["single-level", "bilevel-1st", "frozen-alpha"])
-def test_a_step_hands_over_its_weights_and_the_autograd_gradient(mode):
+def double_supernet_and_batches():
+    """A float64 tiny supernet with one training and one validation batch (float64 for tight gradient checks)."""
     supernet = tiny_supernet(C=2, layers=3, steps=2).double()
     data = tiny_data(n=8, batch_size=8)
     (x, y), = [(a.double(), b) for a, b in split_batches(data, "train")]
     (xv, yv), = [(a.double(), b) for a, b in split_batches(data, "valid")]
+    return supernet, (x, y), (xv, yv)
+
+
+@pytest.mark.parametrize("mode", ["single-level", "bilevel-1st", "frozen-alpha"])
+def test_a_step_hands_over_its_weights_and_the_autograd_gradient(mode):
+    supernet, (x, y), (xv, yv) = double_supernet_and_batches()
     before = copy.deepcopy(supernet)
     spy = Spy()
     run_steps(supernet, mode, [(x, y)], [(xv, yv)], spy)
@@ -92,10 +98,7 @@ def test_a_step_hands_over_its_weights_and_the_autograd_gradient(mode):
 
 
 def test_the_second_order_step_hands_over_the_validation_gradient_at_the_unrolled_weights():
-    supernet = tiny_supernet(C=2, layers=3, steps=2).double()
-    data = tiny_data(n=8, batch_size=8)
-    (x, y), = [(a.double(), b) for a, b in split_batches(data, "train")]
-    (xv, yv), = [(a.double(), b) for a, b in split_batches(data, "valid")]
+    supernet, (x, y), (xv, yv) = double_supernet_and_batches()
     before = copy.deepcopy(supernet)
     spy = Spy()
     run_steps(supernet, "bilevel-2nd", [(x, y)], [(xv, yv)], spy)
