@@ -125,11 +125,16 @@ def benchmark_dataset(recipe: Any) -> tuple[str, int, int]:
     return DATASETS[dataset.lower()]
 
 
-def benchmark_cell(genotype: Genotype, recipe: Any) -> str:
-    """The cell's benchmark string; cells outside NAS-Bench-201's space are an error."""
+def check_space(recipe: Any) -> None:
+    """Recipes that search another space than NAS-Bench-201's are an error."""
     if recipe.supernet["space"] != SPACE:
         raise SelbenchError(f"{NAME}: recipe {recipe.name!r} searches the {recipe.supernet['space']} space; "
                             f"this scorer only knows {SPACE} cells")
+
+
+def benchmark_cell(genotype: Genotype, recipe: Any) -> str:
+    """The cell's benchmark string; cells outside NAS-Bench-201's space are an error."""
+    check_space(recipe)
     try:
         get_space(SPACE).validate(genotype)
     except GenotypeError as exc:
@@ -161,7 +166,13 @@ def make_lookup_scorer(benchmark: Callable[[], BenchmarkAPI] = default_benchmark
     def score(genotype: Genotype, recipe: Any, seed: int, device: torch.device, out_dir: Path) -> dict[str, Any]:
         return lookup_score(genotype, recipe, benchmark)
 
-    return Scorer(name=NAME, score=score,
+    def check(recipe: Any) -> None:
+        """Space, dataset and the benchmark itself (opened now, kept for the scoring) before any training."""
+        check_space(recipe)
+        benchmark_dataset(recipe)
+        benchmark()
+
+    return Scorer(name=NAME, score=score, check=check,
                   description="NAS-Bench-201 cells: test accuracy at 200 epochs (mean over seeds) looked up in the "
                               "benchmark instead of retraining (needs nats_bench and the benchmark file)")
 

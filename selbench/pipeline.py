@@ -93,10 +93,13 @@ def run_grid(recipes: Iterable[Recipe], selectors: Iterable[str], *, seeds: Iter
              progress: bool = True, on_unit: Callable[[str], None] | None = None) -> GridResult:
     """Run (or reuse) every unit of the grid; ``options`` maps selector names to option overrides."""
     device = torch.device(device)
-    selectors, seeds, retrain_seeds = list(selectors), list(seeds), list(retrain_seeds)
+    recipes, selectors, seeds, retrain_seeds = list(recipes), list(selectors), list(seeds), list(retrain_seeds)
     for name in selectors:
         plugin_host().get("selector", name)  # unknown names fail before any training
-    get_scorer(scorer)
+    chosen_scorer = get_scorer(scorer)
+    if chosen_scorer.check is not None:
+        for recipe in recipes:  # so does a recipe the scorer cannot score
+            chosen_scorer.check(recipe)
     counts = {"supernets": 0, "selections": 0, "failed_selections": 0, "retrains": 0}
     for recipe in recipes:
         for seed in seeds:

@@ -9,7 +9,11 @@ calls ``score(genotype, recipe, seed, device, out_dir)``:
 * ``out_dir``: a directory owned by this one scoring run — the place for resume checkpoints
   (it survives an interruption) and for artifacts.
 
-It returns a dict with (``SCORE_FIELDS``):
+A scorer may also give ``check(recipe)``: the harness calls it once per recipe before any
+training, so that a recipe the scorer cannot score (another space, an unknown dataset, a
+missing benchmark file) is one clear error up front, not after hours of supernet training.
+
+``score`` returns a dict with (``SCORE_FIELDS``):
 
 * ``test_accuracy`` — required, top-1 accuracy on the test set as a fraction in [0, 1];
 * ``params_m``, ``macs_m`` — parameters and multiply-adds in millions (auxiliary head excluded);
@@ -40,11 +44,16 @@ ScoreFn = Callable[[Genotype, Any, int, torch.device, Path], Mapping[str, Any]]
 
 @dataclass(frozen=True)
 class Scorer:
-    """A registered way to score a genotype: ``score(genotype, recipe, seed, device, out_dir) -> dict``."""
+    """A registered way to score a genotype: ``score(genotype, recipe, seed, device, out_dir) -> dict``.
+
+    ``check(recipe)``, when given, raises a :class:`selbench.SelbenchError` for a recipe whose cells
+    this scorer cannot score; the grid calls it before training anything.
+    """
 
     name: str
     score: ScoreFn
     description: str = ""
+    check: Callable[[Any], None] | None = None
 
 
 def get_scorer(name: str) -> Scorer:

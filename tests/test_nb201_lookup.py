@@ -147,6 +147,30 @@ def test_the_cli_takes_a_scorer_and_refuses_unknown_ones(tmp_path, capsys):
     assert not any(tmp_path.rglob("*.pt"))  # refused before any training
 
 
+@pytest.mark.parametrize("recipe_name, problem", [
+    ("nb201-demo", "uses the digits dataset, which NAS-Bench-201 does not cover"),
+    ("demo", "searches the darts space; this scorer only knows nb201 cells")])
+def test_the_grid_refuses_a_recipe_the_lookup_cannot_score_before_any_training(tmp_path, capsys, recipe_name,
+                                                                              problem):
+    from selbench.cli import main
+
+    code = main(["run", recipe_name, "--runs", str(tmp_path), "--scorer", "nb201-lookup", "--quiet"])
+    assert code == 2 and problem in capsys.readouterr().err
+    assert not any(tmp_path.rglob("*.pt"))
+
+
+def test_the_grid_opens_the_benchmark_before_any_training(monkeypatch, tmp_path, capsys):
+    from selbench.cli import main
+
+    monkeypatch.delenv(BENCHMARK_ENV, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    recipe = tmp_path / "nb201-digits-as-cifar10.toml"  # a recipe the scorer accepts, without its benchmark
+    recipe.write_text('[supernet]\nspace = "nb201"\n[data]\ndataset = "cifar10"\n')
+    code = main(["run", str(recipe), "--runs", str(tmp_path / "runs"), "--scorer", "nb201-lookup", "--quiet"])
+    assert code == 2 and "no NAS-Bench-201 benchmark in" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.pt"))
+
+
 # -- the real benchmark API --------------------------------------------------------------------------
 REAL_APIS = [package for package in ("nats_bench", "nas_201_api") if importlib.util.find_spec(package)]
 
