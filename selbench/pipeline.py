@@ -15,7 +15,7 @@ import torch
 from .checkpoint import load_supernet
 from .errors import SelbenchError
 from .options import resolve_options
-from .recipes import Recipe
+from .recipes import Recipe, without_location_keys
 from .records import RetrainRecord, SelectionRecord
 from .registry import plugin_host
 from .scoring import get_scorer, score_genotype
@@ -35,7 +35,7 @@ class GridResult:
 
 
 def supernet_unit(store: RunStore, recipe: Recipe, seed: int, device: torch.device, progress: bool) -> Unit:
-    config = {"recipe": {s: getattr(recipe, s) for s in TRAIN_SECTIONS}, "seed": seed}
+    config = {"recipe": recipe.hashed_sections(*TRAIN_SECTIONS), "seed": seed}
 
     def compute(work) -> dict[str, Any]:
         train_supernet(recipe, seed=seed, device=device, out_dir=work.directory, progress=progress)
@@ -55,7 +55,8 @@ def selection_unit(store: RunStore, recipe: Recipe, supernet: Unit, selector: st
 
     def compute(work) -> dict[str, Any]:
         net = load_supernet(supernet.artifact(CHECKPOINT_FILE))
-        data = checkpoint_data(net.metadata, device=device) if registration.obj.needs_data else None
+        # this recipe, not the checkpoint's: a reused supernet may have found its data elsewhere
+        data = checkpoint_data(net.metadata, recipe=recipe, device=device) if registration.obj.needs_data else None
         try:
             selection = select(net, selector, data=data, seed=seed, device=device, **resolved)
         except SelbenchError:
@@ -74,7 +75,7 @@ def retrain_unit(store: RunStore, recipe: Recipe, selection: Unit, seed: int, de
                  scorer: str = "retrain") -> Unit:
     chosen = SelectionRecord.from_result(selection.result)
     config = {"selection": selection.key, "scorer": scorer, "retrain": recipe.retrain,
-              "data": recipe.retrain_data(), "seed": seed}
+              "data": without_location_keys("data", recipe.retrain_data()), "seed": seed}
 
     def compute(work) -> dict[str, Any]:
         score = score_genotype(scorer, chosen.selection.genotype, recipe, seed=seed, device=device,

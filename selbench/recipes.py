@@ -108,18 +108,25 @@ class Recipe:
             selectors=_check_selectors(recipe.get("selectors", {}), where),
         )
 
-    def config_hash(self, *sections: str) -> str:
-        """SHA-256 of the sections (default: all four) as canonical JSON; stable across runs and machines.
+    def hashed_sections(self, *sections: str) -> dict[str, dict[str, Any]]:
+        """The sections (default: all four) by name, without the location keys ``data.root`` and ``data.download``.
 
-        The name, the description and where the data files are (``data.root``,
-        ``data.download``) are left out: they do not change what a run computes.
+        What :meth:`config_hash` hashes and what run-store unit configurations hold: where
+        the data files are does not change what a run computes.
         """
         chosen = sections or SECTIONS
         unknown = [s for s in chosen if s not in SECTIONS]
         if unknown:
             raise SelbenchError(f"no recipe section {unknown[0]!r}; sections are {', '.join(SECTIONS)}")
-        content = {s: {k: v for k, v in getattr(self, s).items() if k not in _LOCATION_KEYS.get(s, ())}
-                   for s in chosen}
+        return {s: without_location_keys(s, getattr(self, s)) for s in chosen}
+
+    def config_hash(self, *sections: str) -> str:
+        """SHA-256 of :meth:`hashed_sections` as canonical JSON; stable across runs and machines.
+
+        The name, the description and where the data files are (``data.root``,
+        ``data.download``) are left out: they do not change what a run computes.
+        """
+        content = self.hashed_sections(*sections)
         return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     def build_supernet(self, *, num_classes: int, in_channels: int) -> nn.Module:
@@ -139,6 +146,11 @@ class Recipe:
     def retrain_data(self) -> dict[str, Any]:
         """The ``[data]`` section for retraining: ``[retrain]``'s batch size and cutout replace the search's."""
         return {**self.data, "batch_size": self.retrain["batch_size"], "cutout": self.retrain["cutout"]}
+
+
+def without_location_keys(section: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` of recipe section ``section`` without the keys that say where the data files are."""
+    return {k: v for k, v in values.items() if k not in _LOCATION_KEYS.get(section, ())}
 
 
 def _keyword_parameters(space_name: Any, builder: str, set_elsewhere: Iterable[str],

@@ -6,9 +6,11 @@ import json
 import pytest
 
 from selbench.leaderboard import leaderboard
-from selbench.pipeline import run_grid
+from selbench.pipeline import retrain_unit, run_grid, supernet_unit
 from selbench.recipes import load_recipe
-from selbench.store import RunStore
+from selbench.records import SelectionRecord
+from selbench.selection import Selection
+from selbench.store import RunStore, Unit
 
 MICRO = """
 description = "micro grid for tests"
@@ -73,3 +75,20 @@ def test_truncated_retrain_artifact_is_reported_and_recomputed(micro_recipe, tmp
     assert any(line.startswith("corrupt retrain") for line in lines)
     assert any(line.startswith("computing retrain") for line in lines)
     assert len(network.read_bytes()) > 100
+
+
+def test_unit_keys_ignore_where_the_data_files_are(tmp_path):
+    class ConfigOnly:  # records the unit configurations instead of running them
+        def run_unit(self, kind, config, compute):
+            return config
+
+    path = tmp_path / "micro.toml"
+    path.write_text(MICRO)
+    result = SelectionRecord("micro", "0" * 64, 0, Selection(genotype=None, selector="alpha-magnitude")).to_result()
+    selection = Unit("selection", "1" * 64, tmp_path, {"result": result})
+    configs = []
+    for overrides in ([], ["data.root=/elsewhere", "data.download=true"]):
+        recipe = load_recipe(str(path), overrides)
+        configs.append((supernet_unit(ConfigOnly(), recipe, 0, "cpu", False),
+                        retrain_unit(ConfigOnly(), recipe, selection, 0, "cpu")))
+    assert configs[0] == configs[1]
