@@ -25,10 +25,12 @@ from typing import Callable
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import synchronize
 from torch import Tensor
 
 import selbench
-from selbench.plugins.influential_magnitude import Loss, batch_loss, batchnorm_mode, exact_hessian_diagonal
+from selbench.plugins.influential_magnitude import (Loss, batch_loss, batchnorm_mode, exact_hessian_diagonal,
+                                                    flatten_tables)
 
 
 def hessian_problem(*, C: int, layers: int, steps: int, batch: int, size: int, classes: int,
@@ -42,7 +44,7 @@ def hessian_problem(*, C: int, layers: int, steps: int, batch: int, size: int, c
     labels = torch.randint(0, classes, (batch,), generator=generator).to(device)
     weights = {c: F.softmax(alpha.detach(), dim=-1) for c, alpha in supernet.alphas.items()}
     loss = batch_loss(supernet, images, labels, weights, "weights")
-    point = torch.cat([w.reshape(-1) for w in weights.values()])
+    point = flatten_tables(weights, list(weights))
     return supernet, loss, point
 
 
@@ -59,43 +61,41 @@ def double_backward_loop(loss: Loss, point: Tensor) -> Tensor:
     return diagonal
 
 
-def timed(fn: Callable[[], Tensor], device: torch.device, repeats: int) -> tuple[float, Tensor]:
+def best_time(fn: Callable[[], Tensor], device: torch.device, repeats: int) -> tuple[float, Tensor]:
     """Best wall time over ``repeats`` runs (CUDA-synchronised) and the last result."""
     best = float("inf")
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         result = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return best, result
 
 
 # -- pytest-benchmark ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def problem():
-    """A small supernet on the CPU, one thread (a second only adds contention for tensors this small)."""
+def problem(bench_device):
+    """A small supernet on the bench device, one CPU thread (a second only adds contention for tensors this small)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     supernet, loss, point = hessian_problem(C=2, layers=3, steps=2, batch=16, size=8, classes=4,
-                                            device=torch.device("cpu"))
+                                            device=bench_device)
     with batchnorm_mode(supernet, "train"):
         yield loss, point
     torch.set_num_threads(threads)
 
 
 @pytest.mark.benchmark(group="hessian-diagonal")
-def test_exact_diagonal_vectorised(benchmark, problem):
+def test_exact_diagonal_vectorised(benchmark, timed, problem):
     loss, point = problem
-    diagonal = benchmark.pedantic(exact_hessian_diagonal, (loss, point, point.numel()), rounds=3)
+    diagonal = benchmark.pedantic(timed(exact_hessian_diagonal), (loss, point, point.numel()), rounds=3)
     torch.testing.assert_close(diagonal, double_backward_loop(loss, point), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.benchmark(group="hessian-diagonal")
-def test_exact_diagonal_double_backward_loop(benchmark, problem):
-    benchmark.pedantic(double_backward_loop, problem, rounds=3)
+def test_exact_diagonal_double_backward_loop(benchmark, timed, problem):
+    benchmark.pedantic(timed(double_backward_loop), problem, rounds=3)
 
 
 # -- the ratio table -------------------------------------------------------------------------------
@@ -125,7 +125,7 @@ def main() -> None:
 
     with batchnorm_mode(supernet, "train"):
         exact_hessian_diagonal(loss, point, min(args.chunk))  # warm-up
-        results = {name: timed(fn, device, args.repeats) for name, fn in methods.items()}
+        results = {name: best_time(fn, device, args.repeats) for name, fn in methods.items()}
     reference = results["loop (double backward)"]
     print(f"device {device}, threads {torch.get_num_threads()}, C={args.C}, layers={args.layers}, "
           f"steps={args.steps}, batch {args.batch} of {args.size}×{args.size}: {point.numel()} coordinates = HVPs")

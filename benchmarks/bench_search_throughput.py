@@ -18,6 +18,7 @@ import time
 
 import pytest
 import torch
+from conftest import synchronize
 from tabulate import tabulate
 
 import selbench
@@ -72,8 +73,7 @@ class SearchRun:
         search_epoch(self.supernet, itertools.islice(self.data.batches("train"), count),
                      lambda: self.data.batches("valid"), w_optimizer=self.w_optimizer, a_optimizer=self.a_optimizer,
                      mode=self.mode, arch_step=self.arch_step)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
 
     def images_per_second(self, count: int) -> float:
         self.steps(1)  # warm-up: allocator, oneDNN / cuDNN kernel choice
@@ -83,9 +83,8 @@ class SearchRun:
 
 
 @pytest.mark.parametrize("mode", SEARCH_MODES)
-def test_demo_search_throughput(benchmark, mode):
-    device = torch.device("cpu")
-    run = SearchRun(demo_size(), mode, device, preferred_memory_format(device))
+def test_demo_search_throughput(benchmark, bench_device, mode):
+    run = SearchRun(demo_size(), mode, bench_device, preferred_memory_format(bench_device))
     run.steps(1)
     benchmark.pedantic(run.steps, args=(2,), rounds=3, iterations=1)
     assert all(torch.isfinite(p).all() for p in run.supernet.parameters())

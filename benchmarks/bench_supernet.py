@@ -24,6 +24,7 @@ from typing import Callable
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import synchronize
 from torch import Tensor, nn
 
 import selbench
@@ -121,12 +122,10 @@ def alternate(steps: dict[str, Callable[[], None]], rounds: int, device: torch.d
         step()
     for _ in range(rounds):
         for name, step in steps.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            synchronize(device)
             start = time.perf_counter()
             step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            synchronize(device)
             seconds[name].append(time.perf_counter() - start)
     return seconds
 

@@ -6,7 +6,8 @@
   kept in pytest's cache directory, keyed by the selbench and torch versions, the device and
   the recipe's hash, so later runs load it in a second.
 * ``timed``: wraps a function so that it ends with a CUDA synchronisation on a GPU (queued
-  kernels count toward the round that launched them).
+  kernels count toward the round that launched them); :func:`synchronize` is that step alone,
+  for the scripts' own timing loops (``from conftest import synchronize``).
 * The machine-info hook adds torch, CUDA/GPU, CPU model and thread count to the saved JSON.
 """
 from __future__ import annotations
@@ -59,6 +60,12 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     machine_info["gpu"] = torch.cuda.get_device_name() if cuda else None
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the kernels queued on ``device`` (a no-op off CUDA)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @pytest.fixture(scope="session")
 def bench_device() -> torch.device:
     device = torch.device(os.environ.get(DEVICE_VARIABLE, "cpu"))
@@ -74,8 +81,7 @@ def timed(bench_device: torch.device) -> Callable[[Callable[..., Any]], Callable
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         def synchronised(*args: Any, **kwargs: Any) -> Any:
             result = fn(*args, **kwargs)
-            if bench_device.type == "cuda":
-                torch.cuda.synchronize(bench_device)
+            synchronize(bench_device)
             return result
 
         return synchronised

@@ -140,9 +140,9 @@ def wiring_selection(space: SearchSpace, costs: Mapping[str, Tensor]) -> Selecti
     In a space without pruning (``in_degree`` None, NAS-Bench-201) every edge keeps one op and
     "no op wins" means ``none`` (cost 0) wins: that is the space's own rule on −C, as for ``top2``.
     """
-    scores = {cell_type: -cost for cell_type, cost in costs.items()}
     if space.in_degree is None:
-        return Selection(genotype=space.genotype_from_scores(scores), scores=scores, variable_in_degree=False)
+        return top2_selection(space, costs)
+    scores = {cell_type: -cost for cell_type, cost in costs.items()}
     choices = {cell_type: _negative_cost_edges(space, cost) for cell_type, cost in costs.items()}
     empty = [cell_type for cell_type in space.cell_types if not choices[cell_type]]
     if empty:

@@ -131,10 +131,10 @@ def hutchinson_hessian_diagonal(loss: Loss, point: Tensor, probes: int, chunk: i
                                 generator: torch.Generator) -> Tensor:
     """diag(H) ≈ mean over Rademacher probes v of v ⊙ Hv (unbiased; variance falls as 1/probes)."""
     total = torch.zeros_like(point)
+    signs = torch.randint(0, 2, (probes, point.numel()), generator=generator, dtype=point.dtype)
+    vectors = (2 * signs - 1).to(point.device)
     for start in range(0, probes, chunk):
-        count = min(chunk, probes - start)
-        signs = torch.randint(0, 2, (count, point.numel()), generator=generator, dtype=point.dtype)
-        v = (2 * signs - 1).to(point.device)
+        v = vectors[start:start + chunk]
         total += (v * hessian_vector_products(loss, point, v)).sum(dim=0)
     return total / probes
 

@@ -14,7 +14,6 @@ edges (between intermediate nodes): the cost-sign paper finds intermediate edges
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -23,7 +22,7 @@ import torch
 
 from .errors import SelbenchError
 from .space import NONE_OP
-from .train import ALPHA_SPLIT, CHECKPOINT_FILE, RECORD_FILE, space_layout
+from .train import CHECKPOINT_FILE, RECORD_FILE, RECORD_FORMAT, read_record, space_layout
 
 COST_OBSERVER = "cost-sign"
 GROUPS = ("input", "intermediate")
@@ -72,7 +71,7 @@ class TrainingRun:
 
     @property
     def alpha_split(self) -> str | None:
-        return self.record.get("alpha_split", ALPHA_SPLIT.get(self.record.get("mode")))
+        return self.record.get("alpha_split")
 
     @property
     def title(self) -> str:
@@ -97,11 +96,8 @@ def load_run(path: str | Path) -> TrainingRun:
     if not record_path.is_file():
         raise SelbenchError(f"{path}: no {RECORD_FILE} there; pass the directory of a finished `selbench train` run "
                             f"(its --out) or a supernet directory of a run store")
-    try:
-        record = json.loads(record_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise SelbenchError(f"{record_path} cannot be read ({exc}); train the run again") from None
-    if not isinstance(record, Mapping) or record.get("format") != "selbench-train-record":
+    record = read_record(record_path, "train the run again")
+    if not isinstance(record, Mapping) or record.get("format") != RECORD_FORMAT:
         raise SelbenchError(f"{record_path} is not a `selbench train` record; pass a supernet run directory")
     if not record.get("epochs"):
         raise SelbenchError(f"{record_path} records no finished epoch; nothing to analyse")
@@ -136,7 +132,7 @@ def cost_trajectories(run: TrainingRun) -> list[Trajectories]:
     """
     recorded = [(entry["epoch"], entry["observers"][COST_OBSERVER]["mean_cost"]) for entry in run.record["epochs"]
                 if COST_OBSERVER in entry.get("observers", {})]
-    if not has_cost_records(run):
+    if not recorded:
         raise SelbenchError(
             f"{run.record_path} has no cost records: the {COST_OBSERVER!r} plugin's training observer writes them "
             f"during `selbench train`; train again into a new --out with that plugin installed and not listed in "
@@ -160,13 +156,15 @@ def has_cost_records(run: TrainingRun) -> bool:
 QUANTITIES = {"alphas": alpha_trajectories, "costs": cost_trajectories}
 
 
-def summary_rows(run: TrainingRun, quantity: str) -> Iterator[list[Any]]:
+def summary_rows(run: TrainingRun, quantity: str,
+                 trajectories: Sequence[Trajectories] | None = None) -> Iterator[list[Any]]:
     """Rows (split, cell type, edge group, edges, first epoch, last epoch, mean at both, edges < 0 at both).
 
+    ``trajectories``: the quantity's trajectories when already built (default: built here).
     For ``costs`` the count of negative edges is the number the wiring derivation would keep
     (before dead nodes are pruned); for ``alphas`` it is always 0 and left out.
     """
-    for trajectory in QUANTITIES[quantity](run):
+    for trajectory in QUANTITIES[quantity](run) if trajectories is None else trajectories:
         for group in GROUPS:
             edges = run.layout.group(group)
             first, last = trajectory.values[0, edges], trajectory.values[-1, edges]

@@ -8,17 +8,12 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from .atomic import atomic_write
+from .atomic import atomic_torch_save
 from .errors import CheckpointError
 from .space import get_space
 
 FORMAT = "selbench-supernet"
 FORMAT_VERSION = 1
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` so that ``path`` holds either the old file or the complete new one."""
-    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def weights_state_dict(supernet: nn.Module) -> dict[str, Tensor]:

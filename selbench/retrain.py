@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import atomic_torch_save, read_checkpoint
+from .atomic import atomic_torch_save
+from .checkpoint import read_checkpoint
 from .data import SearchData, load_data
 from .errors import SelbenchError
 from .genotype import Genotype
@@ -27,6 +28,7 @@ from .macs import count_macs, count_parameters
 from .recipes import Recipe
 from .registry import hookimpl
 from .scoring import Scorer
+from .space import get_space
 
 STATE_FILE = "retrain_state.pt"
 STATE_FORMAT = "selbench-retrain-state"
@@ -37,8 +39,6 @@ Progress = Callable[[str, int, int], None]
 
 def build_retrain_network(genotype: Genotype, recipe: Recipe, *, num_classes: int, in_channels: int) -> nn.Module:
     """The recipe's discrete network for ``genotype`` (variable in-degree cells allowed when the genotype has them)."""
-    from .space import get_space
-
     space = get_space(recipe.supernet["space"])
     kwargs: dict[str, Any] = dict(recipe.retrain_network(), num_classes=num_classes, in_channels=in_channels)
     if space.in_degree is not None and any(

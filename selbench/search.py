@@ -58,14 +58,17 @@ class StepObserver(Protocol):
         """One step's detached mixing weights and ∂L/∂m (``None`` unless asked for), cell type -> [E, O]."""
 
 
-def observed_mixing(supernet: nn.Module, observer: StepObserver | None) -> dict[str, Tensor] | None:
-    """softmax(α) per cell type for one observed step, keeping ∂L/∂m when the observer needs it.
+def observed_mixing(supernet: nn.Module, observer: StepObserver | None,
+                    weights_fn: WeightsFn | None = None) -> Mapping[str, Tensor] | None:
+    """The mixing weights to pass to one step's forward pass.
 
-    These are the numbers and the graph the supernet builds from α when it gets no weights,
-    so a step run with them is the same step bit for bit.  ``None`` without an observer.
+    With an ``observer``: softmax(α) per cell type, keeping ∂L/∂m when the observer needs it —
+    the numbers and the graph the supernet builds from α when it gets no weights, so a step
+    run with them is the same step bit for bit.  Without one: ``weights_fn()`` when given,
+    else ``None`` (the supernet's own softmax(α)).
     """
     if observer is None:
-        return None
+        return weights_fn() if weights_fn is not None else None
     mixing = {cell_type: F.softmax(alpha, dim=-1) for cell_type, alpha in supernet.alphas.items()}
     if observer.needs_gradients:
         for weights in mixing.values():
@@ -95,11 +98,6 @@ def _no_custom_weights(observer: StepObserver | None, weights_fn: WeightsFn | No
         raise ValueError("a step observer watches softmax(α); it cannot be combined with custom mixing weights")
 
 
-def supernet_loss(supernet: nn.Module, images: Tensor, labels: Tensor, weights_fn: WeightsFn | None = None) -> Tensor:
-    """Cross-entropy of the supernet, with mixing weights from ``weights_fn`` (default softmax(α))."""
-    return F.cross_entropy(supernet(images, weights_fn() if weights_fn is not None else None), labels)
-
-
 def first_order_arch_step(supernet: nn.Module, a_optimizer: torch.optim.Optimizer,
                           weights_fn: WeightsFn | None = None, observer: StepObserver | None = None) -> ArchStep:
     """DARTS first order: ∇_α L_val(w, α) at the current w."""
@@ -107,8 +105,8 @@ def first_order_arch_step(supernet: nn.Module, a_optimizer: torch.optim.Optimize
 
     def step(train_images: Tensor, train_labels: Tensor, valid_images: Tensor, valid_labels: Tensor) -> None:
         a_optimizer.zero_grad(set_to_none=True)
-        mixing = observed_mixing(supernet, observer)
-        supernet_loss(supernet, valid_images, valid_labels, weights_fn if mixing is None else lambda: mixing).backward()
+        mixing = observed_mixing(supernet, observer, weights_fn)
+        F.cross_entropy(supernet(valid_images, mixing), valid_labels).backward()
         a_optimizer.step()
         report_step(observer, "valid", mixing)
 
@@ -165,21 +163,21 @@ def second_order_arch_step(supernet: nn.Module, a_optimizer: torch.optim.Optimiz
     weights = [p for _, p in named_weights]
 
     def loss_at(w_values: Sequence[Tensor], images: Tensor, labels: Tensor,
-                mixing: Mapping[str, Tensor] | None = None) -> Tensor:
+                mixing: Mapping[str, Tensor] | None) -> Tensor:
         buffers = {name: b.clone() for name, b in supernet.named_buffers()}
-        if mixing is None and weights_fn is not None:
-            mixing = weights_fn()
         logits = functional_call(supernet, {**dict(zip(names, w_values)), **buffers}, (images, mixing))
         return F.cross_entropy(logits, labels)
 
     def arch_grad(w_values: Sequence[Tensor], images: Tensor, labels: Tensor) -> list[Tensor]:
-        return _zeros_for_unused(torch.autograd.grad(loss_at(w_values, images, labels), arch, allow_unused=True), arch)
+        loss = loss_at(w_values, images, labels, observed_mixing(supernet, None, weights_fn))
+        return _zeros_for_unused(torch.autograd.grad(loss, arch, allow_unused=True), arch)
 
     def step(train_images: Tensor, train_labels: Tensor, valid_images: Tensor, valid_labels: Tensor) -> None:
-        train_grads = torch.autograd.grad(loss_at(weights, train_images, train_labels), weights, allow_unused=True)
+        train_loss = loss_at(weights, train_images, train_labels, observed_mixing(supernet, None, weights_fn))
+        train_grads = torch.autograd.grad(train_loss, weights, allow_unused=True)
         w_prime = [w.requires_grad_() for w in unrolled_weights(weights, train_grads, w_optimizer)]
-        mixing = observed_mixing(supernet, observer)
-        watched = list(mixing.values()) if mixing is not None and observer.needs_gradients else []
+        mixing = observed_mixing(supernet, observer, weights_fn)
+        watched = list(mixing.values()) if observer is not None and observer.needs_gradients else []
         grads = torch.autograd.grad(loss_at(w_prime, valid_images, valid_labels, mixing), arch + w_prime + watched,
                                     allow_unused=True)
         direct = _zeros_for_unused(grads[:len(arch)], arch)
@@ -252,8 +250,8 @@ def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[]
         w_optimizer.zero_grad(set_to_none=True)
         if mode == "single-level":
             a_optimizer.zero_grad(set_to_none=True)
-        mixing = observed_mixing(supernet, observer)
-        logits = supernet(images, mixing if mixing is not None else weights_fn() if weights_fn is not None else None)
+        mixing = observed_mixing(supernet, observer, weights_fn)
+        logits = supernet(images, mixing)
         loss = F.cross_entropy(logits, labels)
         loss.backward()
         report_step(observer, "train", mixing)

@@ -17,6 +17,7 @@ from .errors import SelbenchError
 from .genotype import Genotype
 from .options import Option, resolve_options
 from .registry import plugin_host
+from .search import evaluate_supernet, search_epoch
 from .space import SearchSpace
 
 Batch = tuple[Tensor, Tensor]
@@ -158,8 +159,6 @@ class SelectionContext:
         ``bn="train"`` normalises with batch statistics, as DARTS-PT does when it scores
         masked supernets; ``bn="eval"`` uses the running statistics.
         """
-        from .search import evaluate_supernet
-
         def counted() -> Iterator[Batch]:
             for batch in self.batches(split, limit):
                 self.count("forward_passes")
@@ -167,7 +166,8 @@ class SelectionContext:
 
         metrics = evaluate_supernet(self.supernet, counted(), (lambda: weights) if weights is not None else None,
                                     batch_statistics=bn == "train")
-        return metrics["accuracy"].item(), metrics["loss"].item()
+        accuracy, loss = torch.stack([metrics["accuracy"].to(metrics["loss"].dtype), metrics["loss"]]).tolist()
+        return accuracy, loss
 
 
     def finetune(self, epochs: int, *, weights: Callable[[], Mapping[str, Tensor]] | None = None,
@@ -180,8 +180,6 @@ class SelectionContext:
         ``weights()`` supplies the mixing weights for each step (e.g. some edges fixed
         one-hot), computed from the current α; default softmax(α).
         """
-        from .search import search_epoch
-
         if epochs <= 0:
             return
         w_optimizer = torch.optim.SGD(self.supernet.weight_parameters(), lr=lr, momentum=momentum,

@@ -10,13 +10,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Iterator, Mapping, Protocol, runtime_checkable
+from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 from .errors import GenotypeError
 from .genotype import CellGenotype, Genotype
+from .registry import plugin_host
 
 NONE_OP = "none"
 
@@ -221,6 +222,16 @@ class SearchSpace(ABC):
         return Genotype(cells)
 
     # -- construction ----------------------------------------------------------------------
+    def set_structure(self, ops: Sequence[str], steps: int, known_ops: Iterable[str]) -> None:
+        """Set ``ops`` (distinct names among ``known_ops``) and ``steps`` (>= 1), or raise :class:`GenotypeError`."""
+        known = list(known_ops)
+        if not ops or len(set(ops)) != len(ops) or any(op not in known for op in ops):
+            raise GenotypeError(f"{self.name} space: ops must be distinct names from {known}; got {list(ops)}")
+        if steps < 1:
+            raise GenotypeError(f"{self.name} space: steps must be >= 1, got {steps}")
+        self.ops = tuple(ops)
+        self.steps = steps
+
     @abstractmethod
     def variant(self, **structure: Any) -> "SearchSpace":
         """The same space with another structure (e.g. ``ops=...``, ``steps=...``)."""
@@ -250,13 +261,9 @@ def _first_max(table: Tensor) -> tuple[Tensor, Tensor]:
 
 def get_space(name: str, **structure: Any) -> SearchSpace:
     """The registered space ``name``; ``structure`` (e.g. ``ops=...``) picks a variant."""
-    from .registry import plugin_host
-
     space = plugin_host().get("space", name).obj
     return space.variant(**structure) if structure else space
 
 
 def list_spaces() -> list[str]:
-    from .registry import plugin_host
-
     return sorted(plugin_host().registrations("space"))

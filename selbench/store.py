@@ -40,8 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from .atomic import atomic_write
-from .checkpoint import atomic_torch_save
+from .atomic import atomic_torch_save, atomic_write_json
 from .errors import SelbenchError
 
 FORMAT = "selbench-unit"
@@ -76,21 +75,17 @@ def config_key(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: str | os.PathLike, algorithm: str) -> str:
+    """Hex digest of the file at ``path`` by the :mod:`hashlib` ``algorithm`` (a checksum, read in 1 MiB blocks)."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
-    """Write ``data`` so that ``path`` holds either the old file or the complete new one."""
-    atomic_write(path, lambda handle: handle.write(data))
-
-
-def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
-    atomic_write_bytes((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"), path)
+def file_sha256(path: str | os.PathLike) -> str:
+    return file_digest(path, "sha256")
 
 
 @dataclass(frozen=True)

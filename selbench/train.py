@@ -23,13 +23,13 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .checkpoint import atomic_torch_save, read_checkpoint, save_supernet
+from .atomic import atomic_torch_save, atomic_write_json
+from .checkpoint import read_checkpoint, save_supernet
 from .data import SearchData, load_data
 from .errors import CheckpointError, SelbenchError
 from .observers import ObserverSet, TrainingObserver, training_observers
 from .recipes import Recipe
 from .search import arch_step_for, evaluate_supernet, search_epoch
-from .store import atomic_write_json
 
 CHECKPOINT_FILE = "supernet.pt"
 RECORD_FILE = "supernet.json"
@@ -129,14 +129,19 @@ def preferred_memory_format(device: torch.device) -> torch.memory_format:
 def _finished(checkpoint_path: Path, record_path: Path, config_hash: str, seed: int) -> bool:
     if not (checkpoint_path.exists() and record_path.exists()):
         return False
-    try:
-        record = json.loads(record_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise SelbenchError(f"{record_path} cannot be read ({exc}); delete {record_path.parent} to train again") from None
+    record = read_record(record_path, f"delete {record_path.parent} to train again")
     if record.get("config_hash") != config_hash or record.get("seed") != seed:
         raise SelbenchError(f"{record_path.parent} holds a finished run of another configuration or seed "
                             f"(recipe {record.get('recipe_name')!r}, seed {record.get('seed')}); choose another --out")
     return True
+
+
+def read_record(record_path: Path, advice: str) -> Any:
+    """The JSON in ``record_path``; a :class:`SelbenchError` ending in ``advice`` when it cannot be read."""
+    try:
+        return json.loads(record_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SelbenchError(f"{record_path} cannot be read ({exc}); {advice}") from None
 
 
 def _epoch_progress(progress: bool | Progress, epoch: int, epochs: int, steps: int):

@@ -27,13 +27,7 @@ class DartsSpace(SearchSpace):
     retrain_defaults = {"C": 36, "layers": 20, "auxiliary": True}
 
     def __init__(self, ops: Sequence[str] = DARTS_OPS, steps: int = 4):
-        unknown = [op for op in ops if op not in OPS]
-        if unknown or len(set(ops)) != len(ops) or not ops:
-            raise GenotypeError(f"darts space: ops must be distinct names from {list(OPS)}; got {list(ops)}")
-        if steps < 1:
-            raise GenotypeError(f"darts space: steps must be >= 1, got {steps}")
-        self.ops = tuple(ops)
-        self.steps = steps
+        self.set_structure(ops, steps, known_ops=OPS)
 
     def variant(self, ops: Sequence[str] | None = None, steps: int | None = None) -> "DartsSpace":
         return DartsSpace(self.ops if ops is None else ops, self.steps if steps is None else steps)
@@ -78,7 +72,7 @@ class DartsSpace(SearchSpace):
             raise CheckpointError(f"α of the normal cell must be a 2-D tensor [edges, ops], got shape {shape}")
         edges, num_ops = shape
         ops = {len(DARTS_OPS): DARTS_OPS, len(DARTS_PT_OPS): DARTS_PT_OPS}.get(num_ops)
-        steps = next((s for s in range(1, 64) if 2 * s + s * (s - 1) // 2 == edges), None)
+        steps = next((s for s in range(1, 64) if self.variant(steps=s).num_edges == edges), None)
         if ops is None or steps is None:
             raise CheckpointError(
                 f"α of shape {edges}×{num_ops} fits no DARTS space (expected 14×8 for DARTS or 14×7 for DARTS-PT); "

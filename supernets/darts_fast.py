@@ -100,12 +100,7 @@ def _dil_conv(op: DilConv, node: NodeInputs, scale: Tensor) -> Tensor:
 
 
 def _factorized_reduce(op: FactorizedReduce, node: NodeInputs, scale: Tensor) -> Tensor:
-    x = node.relu
-    shifted = x[:, :, 1:, 1:]
-    height, width = x.shape[-2:]
-    if height % 2 or width % 2:
-        shifted = F.pad(shifted, (0, width % 2, 0, height % 2))
-    return scaled_batch_norm(op.bn, torch.cat([op.conv_1(x), op.conv_2(shifted)], dim=1), scale)
+    return scaled_batch_norm(op.bn, op.reduce_convs(node.relu), scale)
 
 
 def _pool_bn(op: nn.Sequential, node: NodeInputs, scale: Tensor) -> Tensor:
@@ -165,8 +160,13 @@ def weighted_sum(terms: Sequence[Term], like: Tensor, stride: int) -> Tensor:
         else:
             total = term if total is None else total + term
     if total is None:
-        return like.new_zeros(like[:, :, ::stride, ::stride].shape)
+        return node_zeros(like, stride)
     return total
+
+
+def node_zeros(like: Tensor, stride: int) -> Tensor:
+    """Zeros shaped like ``like[::stride]``: an intermediate node with no inputs (stride 2 in a reduction cell)."""
+    return like.new_zeros(like[:, :, ::stride, ::stride].shape)
 
 
 def fast_cell_forward(cell: nn.Module, s0: Tensor, s1: Tensor, weights: Tensor,

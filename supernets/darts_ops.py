@@ -100,13 +100,16 @@ class FactorizedReduce(nn.Module):
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.relu(x)
+        return self.bn(self.reduce_convs(self.relu(x)))
+
+    def reduce_convs(self, x: Tensor) -> Tensor:
+        """The two convs' outputs, concatenated, for the already-ReLU'd input ``x`` (before the BN)."""
         shifted = x[:, :, 1:, 1:]
         height, width = x.shape[-2:]
         if height % 2 or width % 2:
             # odd sizes: the shifted branch would come out one pixel short; pad it back
             shifted = nn.functional.pad(shifted, (0, width % 2, 0, height % 2))
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+        return torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1)
 
 
 def _pool(kind: str, C: int, stride: int, affine: bool, pool_bn: bool) -> nn.Module:

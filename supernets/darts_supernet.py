@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .darts_fast import fast_cell_forward
+from .darts_fast import fast_cell_forward, node_zeros
 from .darts_ops import FactorizedReduce, ReLUConvBN, make_op
-from .supernet_base import SupernetBase, sum_of
+from .supernet_base import SupernetBase, mixed_sum, sum_of
 
 if TYPE_CHECKING:
     from .darts import DartsSpace
@@ -41,9 +41,7 @@ class MixedOp(nn.Module):
 
     def forward(self, x: Tensor, weights: Tensor, active: Sequence[int] | None = None) -> Tensor:
         """Σ_o w_o · o(x); with ``active`` (op indices, ascending) only those ops run, the rest count as zero."""
-        if active is None:
-            return sum(w * op(x) for w, op in zip(weights, self._ops))
-        return sum_of([weights[k] * self._ops[k](x) for k in active])
+        return mixed_sum(self._ops, x, weights, active)
 
 
 class SearchCell(nn.Module):
@@ -75,15 +73,10 @@ class SearchCell(nn.Module):
             else:
                 inputs = [j for j in range(len(states)) if active[offset + j]]
                 node = sum_of([self._ops[offset + j](states[j], weights[offset + j], active[offset + j])
-                               for j in inputs]) if inputs else self._node_without_inputs(states[0])
+                               for j in inputs]) if inputs else node_zeros(states[0], 2 if self.reduction else 1)
             offset += len(states)
             states.append(node)
         return torch.cat(states[-self._multiplier:], dim=1)
-
-    def _node_without_inputs(self, input_state: Tensor) -> Tensor:
-        """Zeros shaped like an intermediate node (halved resolution in a reduction cell)."""
-        stride = 2 if self.reduction else 1
-        return input_state.new_zeros(input_state[:, :, ::stride, ::stride].shape)
 
 
 class DartsSupernet(SupernetBase, nn.Module):

@@ -14,7 +14,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from torch import Tensor
 
-from selbench import CheckpointError, Genotype, GenotypeError, SearchSpace, SelbenchError, hookimpl
+from selbench import CheckpointError, Genotype, SearchSpace, SelbenchError, hookimpl
 
 from .nb201_network import Nb201Network
 from .nb201_ops import NB201_OPS, OPS
@@ -31,13 +31,7 @@ class Nb201Space(SearchSpace):
     retrain_defaults = {"C": 16, "N": 5}  # a recipe's [retrain] network: the benchmark's own
 
     def __init__(self, ops: Sequence[str] = NB201_OPS, steps: int = 3):
-        unknown = [op for op in ops if op not in OPS]
-        if unknown or len(set(ops)) != len(ops) or not ops:
-            raise GenotypeError(f"nb201 space: ops must be distinct names from {list(OPS)}; got {list(ops)}")
-        if steps < 1:
-            raise GenotypeError(f"nb201 space: steps must be >= 1, got {steps}")
-        self.ops = tuple(ops)
-        self.steps = steps
+        self.set_structure(ops, steps, known_ops=OPS)
 
     def variant(self, ops: Sequence[str] | None = None, steps: int | None = None) -> "Nb201Space":
         return Nb201Space(self.ops if ops is None else ops, self.steps if steps is None else steps)
@@ -77,7 +71,8 @@ class Nb201Space(SearchSpace):
         except KeyError as exc:
             raise CheckpointError(f"not an NB201 supernet checkpoint: it has no {exc.args[0]!r}") from None
         shape = tuple(getattr(alpha, "shape", ()))
-        steps = next((s for s in range(1, 64) if s * (s + 1) // 2 == shape[0]), None) if len(shape) == 2 else None
+        steps = (next((s for s in range(1, 64) if self.variant(steps=s).num_edges == shape[0]), None)
+                 if len(shape) == 2 else None)
         if steps is None or shape[1] != len(NB201_OPS):
             raise CheckpointError(
                 f"α of shape {'×'.join(map(str, shape))} fits no NB201 space (expected 6×5); "

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from .nb201_macro import Nb201Macro, edge_key
 from .nb201_ops import make_op
-from .supernet_base import SupernetBase, sum_of
+from .supernet_base import SupernetBase, mixed_sum, sum_of
 
 if TYPE_CHECKING:
     from .nb201 import Nb201Space
@@ -27,9 +27,7 @@ class MixedEdge(nn.ModuleList):
 
     def forward(self, x: Tensor, weights: Tensor, active: Sequence[int] | None = None) -> Tensor:
         """Σ_o w_o · o(x); with ``active`` (op indices, ascending) only those ops run, the rest count as zero."""
-        if active is None:
-            return sum(w * op(x) for w, op in zip(weights, self))
-        return sum_of([weights[k] * self[k](x) for k in active])
+        return mixed_sum(self, x, weights, active)
 
 
 class Nb201SearchCell(nn.Module):

@@ -26,6 +26,13 @@ def sum_of(terms: list[Tensor]) -> Tensor:
     return sum(terms[1:], terms[0])
 
 
+def mixed_sum(ops: Sequence[nn.Module], x: Tensor, weights: Tensor, active: Sequence[int] | None = None) -> Tensor:
+    """Σ_o w_o · o(x) over ``ops``; with ``active`` (op indices, ascending) only those run, the rest count as zero."""
+    if active is None:
+        return sum(w * op(x) for w, op in zip(weights, ops))
+    return sum_of([weights[k] * ops[k](x) for k in active])
+
+
 def alphas_optional(module: nn.Module, incompatible) -> None:
     """A ``load_state_dict`` post hook: state dicts without α keep the module's current α."""
     incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if not k.startswith("alphas.")]
@@ -45,10 +52,6 @@ class SupernetBase:
         })
         self.register_load_state_dict_post_hook(alphas_optional)
         self._default_active: dict[str, ActiveOps] = {}
-
-    def mixing_weights(self) -> dict[str, Tensor]:
-        """softmax(α) per edge, the weights a plain forward uses."""
-        return {cell_type: F.softmax(alpha, dim=-1) for cell_type, alpha in self.alphas.items()}
 
     def resolve_mixing(self, weights: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
         """The mixing weights of one forward: ``weights[cell type]`` where given, softmax(α) elsewhere."""

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from selbench import Selection
+from selbench.atomic import atomic_write_bytes
 from selbench.store import (
     RECORD,
     RunStore,
     StoreError,
-    atomic_write_bytes,
     canonical_json,
     config_key,
     file_sha256,

@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
         if quantity == "costs" and not has_cost_records(training):
             continue
         print(f"\n{quantity}: first and last epoch, per edge group")
-        print(tabulate(list(summary_rows(training, quantity)), headers=summary_headers(quantity),
-                       tablefmt=args.format))
+        rows = summary_rows(training, quantity, trajectories if quantity == args.plot else None)
+        print(tabulate(list(rows), headers=summary_headers(quantity), tablefmt=args.format))
     if args.plot is not None:
         out = args.out or training.directory / f"{args.plot}.png"
         plot_trajectories(training, args.plot, trajectories, out)

@@ -5,12 +5,13 @@ import argparse
 from pathlib import Path
 
 from ..errors import OptionError
-from ..leaderboard import leaderboard
+from ..leaderboard import FORMATS, leaderboard
 from ..options import parse_assignments
 from ..pipeline import run_grid
 from ..recipes import load_recipe
 from ..selection import list_selectors
 from ..store import RUNS_ENV, RunStore, default_runs_dir
+from .train import recipe_overrides
 
 HELP = "train supernets, run selectors, retrain their cells (reusing finished units) and print the leaderboard"
 
@@ -40,7 +41,7 @@ def add_grid_arguments(parser: argparse.ArgumentParser, *, default_seeds: str) -
                              "e.g. nb201-lookup (see `selbench plugins`)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--download", action="store_true", help="fetch missing official dataset files (MD5-checked)")
-    parser.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv", "json"])
+    parser.add_argument("--format", default="markdown", choices=FORMATS)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -55,7 +56,7 @@ def selector_options(items: list[str]) -> dict[str, dict[str, str]]:
 
 
 def run_and_report(recipe_names: list[str], args: argparse.Namespace) -> int:
-    overrides = list(args.overrides) + (["data.download=true"] if args.download else [])
+    overrides = recipe_overrides(args)
     recipes = [load_recipe(name, overrides) for name in recipe_names]
     selectors = list_selectors() if args.selectors == "all" else [s.strip() for s in args.selectors.split(",")]
     runs = args.runs or default_runs_dir()

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--selector", required=True, help="selector name (see `selbench plugins`)")
     parser.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="selector option; repeatable")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--space", default=None, help="space of a foreign checkpoint (default: darts)")
     parser.add_argument("--out", type=Path, help="write the selection (genotype, scores, counters) as JSON here")
     parser.add_argument("--recipe", help="recipe whose [data] rebuilds the supernet's splits, for selectors that need "
@@ -29,12 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     options = parse_assignments(args.option)
     supernet = load_supernet(args.supernet, space=args.space)
-    device = args.device or "cpu"
     data = None
     if get_selector(args.selector).needs_data:
         recipe = load_recipe(args.recipe) if args.recipe else None
-        data = checkpoint_data(supernet.metadata, recipe=recipe, seed=args.seed, device=device)
-    selection = select(supernet, args.selector, data=data, seed=args.seed, device=device, **options)
+        data = checkpoint_data(supernet.metadata, recipe=recipe, seed=args.seed, device=args.device)
+    selection = select(supernet, args.selector, data=data, seed=args.seed, device=args.device, **options)
     print(selection.genotype if selection.genotype is not None else f"failed selection: {selection.failure}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

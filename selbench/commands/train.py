@@ -4,9 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..checkpoint import read_checkpoint
 from ..recipes import Recipe, load_recipe
-from ..train import TRAIN_SECTIONS, train_supernet
+from ..train import RECORD_FILE, TRAIN_SECTIONS, read_record, train_supernet
 
 HELP = "train a recipe's supernet (resumes an interrupted run)"
 
@@ -22,18 +21,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def recipe_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``--set`` overrides, plus ``data.download=true`` for ``--download``."""
+    return list(args.overrides) + (["data.download=true"] if args.download else [])
+
+
 def default_out_dir(recipe: Recipe, seed: int) -> Path:
     return Path("runs") / "supernets" / f"{recipe.name}-seed{seed}-{recipe.config_hash(*TRAIN_SECTIONS)[:10]}"
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides) + (["data.download=true"] if args.download else [])
-    recipe = load_recipe(args.recipe, overrides)
+    recipe = load_recipe(args.recipe, recipe_overrides(args))
     out_dir = args.out or default_out_dir(recipe, args.seed)
     checkpoint = train_supernet(recipe, seed=args.seed, device=args.device, out_dir=out_dir, progress=not args.quiet)
-    metadata = read_checkpoint(checkpoint)["metadata"]
-    accuracy = metadata.get("valid_accuracy")
+    record_path = checkpoint.with_name(RECORD_FILE)
+    history = read_record(record_path, f"delete {record_path.parent} to train again")["epochs"]
+    accuracy = history[-1].get("valid_accuracy") if history else None
     shown = f"{accuracy:.4f}" if isinstance(accuracy, float) else "n/a"
-    print(f"supernet {checkpoint} (recipe {recipe.name}, seed {args.seed}, {metadata.get('epochs')} epochs, "
+    print(f"supernet {checkpoint} (recipe {recipe.name}, seed {args.seed}, {len(history)} epochs, "
           f"valid accuracy {shown})")
     return 0

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import SelbenchError
+from ..store import file_digest
 
 DATA_DIR_ENV = "SELBENCH_DATA"
 
@@ -28,11 +29,7 @@ def md5_of_bytes(data: bytes) -> str:
 
 
 def md5_of_file(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "md5")
 
 
 def check_md5(actual: str, expected: str, what: str, fix: str) -> None:
@@ -71,10 +68,9 @@ def download_verified(url: str, destination: Path, md5: str) -> Path:
     return destination
 
 
-def missing_files_error(dataset: str, directories: Iterable[Path], expected: Iterable[str],
-                        can_download: bool = True) -> SelbenchError:
+def missing_files_error(dataset: str, directories: Iterable[Path], expected: Iterable[str]) -> SelbenchError:
     """The one line a user sees when a dataset's files are not where selbench looks."""
     places = " or ".join(str(d) for d in directories)
-    remedy = "; or run with --download to fetch the official files (with MD5 check)" if can_download else ""
     return SelbenchError(f"dataset {dataset!r}: files not found in {places}; expected {', '.join(expected)} there "
-                         f"(set [data] root or {DATA_DIR_ENV} to the directory that holds them{remedy})")
+                         f"(set [data] root or {DATA_DIR_ENV} to the directory that holds them; or run with "
+                         "--download to fetch the official files (with MD5 check))")
