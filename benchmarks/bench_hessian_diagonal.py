@@ -26,11 +26,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import synchronize
+from selbench.plugins.influential_magnitude import (
+    Loss,
+    batch_loss,
+    batchnorm_mode,
+    exact_hessian_diagonal,
+    flatten_tables,
+)
 from torch import Tensor
 
 import selbench
-from selbench.plugins.influential_magnitude import (Loss, batch_loss, batchnorm_mode, exact_hessian_diagonal,
-                                                    flatten_tables)
 
 
 def hessian_problem(*, C: int, layers: int, steps: int, batch: int, size: int, classes: int,

@@ -22,9 +22,9 @@ from conftest import synchronize
 from tabulate import tabulate
 
 import selbench
-from selbench.data import SearchData, split_indices
-from selbench.search import SEARCH_MODES, arch_step_for, search_epoch
-from selbench.train import preferred_memory_format
+from selbench.data.loading import SearchData, split_indices
+from selbench.train.driver import preferred_memory_format
+from selbench.train.loop import SEARCH_MODES, arch_step_for, search_epoch
 
 PAPER = dict(C=16, layers=8, batch_size=64, image_size=32, channels=3, classes=10)
 

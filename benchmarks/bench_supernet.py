@@ -28,7 +28,7 @@ from conftest import synchronize
 from torch import Tensor, nn
 
 import selbench
-from selbench.train import preferred_memory_format
+from selbench.train.driver import preferred_memory_format
 
 DARTS_V2 = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
             "('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], "

@@ -28,7 +28,8 @@ when the op is removed).
 The plugin also registers a training observer, ``cost-sign``: during `selbench train` it
 records, per epoch, the mean per-step cost per (cell type, edge, op) for each split a step
 learned from (``train``: θ's steps; ``valid``: the α steps of bi-level search), so that the
-paper's cost dynamics can be followed (``selbench analyze RUN --plot costs``).
+paper's cost dynamics can be followed: it declares the quantity ``costs`` (per edge, the most
+negative non-``none`` mean cost), which ``selbench analyze RUN --plot costs`` draws.
 """
 from __future__ import annotations
 
@@ -39,20 +40,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selbench import (
+    Batch,
+    EdgeLayout,
     NONE_OP,
+    ObservedQuantity,
     Option,
-    OptionError,
     SearchSpace,
     SelbenchError,
     Selection,
     SelectionContext,
     Selector,
     TrainingObserver,
+    Trajectories,
+    batchnorm_mode,
     hookimpl,
 )
 
 SPLITS = ("train", "valid")
-Batch = tuple[Tensor, Tensor]
 
 
 # -- the cost ----------------------------------------------------------------------------------
@@ -119,13 +123,32 @@ class EpochCosts:
         return {"mean_cost": mean, "steps": dict(self.steps)}
 
 
+def cost_trajectories(records: Sequence[tuple[int, Mapping]], layout: EdgeLayout,
+                      alpha_split: str | None) -> list[Trajectories]:
+    """Per split and cell type, the most negative non-``none`` mean cost of every edge in every epoch.
+
+    ``records``: (epoch, what :class:`EpochCosts` stored); the split α learns from comes first.
+    """
+    recorded = [(epoch, result["mean_cost"]) for epoch, result in records]
+    splits = sorted({split for _, costs in recorded for split in costs}, key=lambda s: (s != alpha_split, s))
+    out = []
+    for split in splits:
+        for cell_type in layout.cell_types:
+            rows = [(epoch, costs[split][cell_type]) for epoch, costs in recorded if split in costs]
+            values = torch.tensor([table for _, table in rows], dtype=torch.float64)[:, :, layout.real_ops]
+            out.append(Trajectories(cell_type, split, [epoch for epoch, _ in rows], values.amin(dim=-1)))
+    return out
+
+
+COSTS = ObservedQuantity("costs", "most negative mean cost (∂L/∂m)·m", cost_trajectories, signed=True)
+
 COST_OBSERVER = TrainingObserver(
     name="cost-sign",
     new_epoch=EpochCosts,
     needs_gradients=True,
     description="per-epoch mean cost (∂L/∂m)·m per cell type, edge and op, per split",
+    quantities=(COSTS,),
 )
-
 
 # -- the derivations ---------------------------------------------------------------------------
 def top2_selection(space: SearchSpace, costs: Mapping[str, Tensor]) -> Selection:
@@ -189,22 +212,18 @@ def measurement_split(ctx: SelectionContext) -> str:
 
 
 def select_by_cost_sign(ctx: SelectionContext) -> Selection:
-    if ctx.options["batches"] < 0:
-        raise OptionError(f"option 'batches' of selector 'cost-sign' must be >= 0 (0 = the whole split), "
-                          f"got {ctx.options['batches']}")
     split = measurement_split(ctx)
     limit = ctx.options["batches"] or None
-    ctx.supernet.train(ctx.options["bn"] == "train")
 
     def counted(batches: Iterable[Batch]) -> Iterable[Batch]:
-        for done, batch in enumerate(batches, start=1):
+        for batch in batches:
             yield batch
             ctx.count("forward_passes")
             ctx.count("backward_passes")
             ctx.count(f"cost_batches_{split}")
-            ctx.progress(f"cost on {split}", done, limit or 0)  # 0: the split's length is not known
 
-    costs = op_costs(ctx.supernet, counted(ctx.batches(split, limit)))
+    with batchnorm_mode(ctx.supernet, ctx.options["bn"]):
+        costs = op_costs(ctx.supernet, counted(ctx.batches(split, limit, progress=f"cost on {split}")))
     return DERIVATIONS[ctx.options["derive"]](ctx.space, costs)
 
 
@@ -216,8 +235,9 @@ COST_SIGN = Selector(
                                  "wiring: every edge whose best op has negative cost", choices=tuple(DERIVATIONS)),
         "split": Option("auto", "data the cost is measured on; auto: the split α was trained on "
                                 "(train for single-level, valid for bi-level and unknown)", choices=("auto", *SPLITS)),
-        "batches": Option(0, "batches to average over (0 = the whole split)"),
-        "bn": Option("train", "BatchNorm statistics: train (batch) or eval (running)", choices=("train", "eval")),
+        "batches": Option(0, "batches to average over (0 = the whole split)", minimum=0),
+        "bn": Option("train", "BatchNorm statistics: train (batch) or eval (running); see selbench.batchnorm_mode",
+                     choices=("train", "eval")),
     },
     needs_data=True,
     description="Cost sign (Xie, Hu et al. 2021): keep ops whose (∂L/∂m)·m is negative",

@@ -45,7 +45,6 @@ an unbiased estimate of the diagonal.  Counters: ``hvps`` and ``valid_batches``.
 """
 from __future__ import annotations
 
-import contextlib
 from functools import partial
 from itertools import chain
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
@@ -55,12 +54,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
-from selbench import Option, OptionError, SelbenchError, Selection, SelectionContext, Selector, hookimpl
+from selbench import (
+    Batch,
+    Option,
+    SelbenchError,
+    Selection,
+    SelectionContext,
+    Selector,
+    batchnorm_mode,
+    hookimpl,
+)
 
 NAME = "influential-magnitude"
 ORDERS = ("first", "second", "full")
 Loss = Callable[[Tensor], Tensor]
-Batch = tuple[Tensor, Tensor]
 
 OPTIONS = {
     "order": Option("full", "Taylor terms: first (−g·m), second (½·H·m²) or full (both)", ORDERS),
@@ -68,9 +75,10 @@ OPTIONS = {
                   ("weights", "alpha")),
     "hessian": Option("exact", "Hessian diagonal: exact (one HVP per coordinate, vectorised) or hutchinson "
                       "(Rademacher probes)", ("exact", "hutchinson")),
-    "probes": Option(64, "Rademacher probes per validation batch for hessian=hutchinson"),
-    "chunk": Option(16, "Hessian-vector products computed together in one vectorised call (bounds memory)"),
-    "valid_batches": Option(0, "validation batches to average over; 0 = the whole validation split"),
+    "probes": Option(64, "Rademacher probes per validation batch for hessian=hutchinson", minimum=1),
+    "chunk": Option(16, "Hessian-vector products computed together in one vectorised call (bounds memory)",
+                    minimum=1),
+    "valid_batches": Option(0, "validation batches to average over; 0 = the whole validation split", minimum=0),
     "bn": Option("train", "BatchNorm in the loss: batch statistics (train, as DARTS-PT) or running "
                  "statistics (eval)", ("train", "eval")),
 }
@@ -182,35 +190,7 @@ def validation_derivatives(supernet: nn.Module, batches: Iterable[Batch], point:
             None if diagonal_sum is None else diagonal_sum / seen)
 
 
-@contextlib.contextmanager
-def batchnorm_mode(supernet: nn.Module, bn: str) -> Iterator[None]:
-    """``train``: batch statistics without updating the running ones; ``eval``: running statistics.
-
-    Running-statistics updates are in-place writes that ``torch.func`` transforms cannot batch,
-    and the loss must not change the supernet either, so tracking is switched off meanwhile.
-    """
-    norms = [m for m in supernet.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    tracking = [m.track_running_stats for m in norms]
-    was_training = supernet.training
-    supernet.train(bn == "train")
-    if bn == "train":
-        for m in norms:
-            m.track_running_stats = False
-    try:
-        yield
-    finally:
-        for m, track in zip(norms, tracking):
-            m.track_running_stats = track
-        supernet.train(was_training)
-
-
 # -- the selector ----------------------------------------------------------------------------------
-def check_counts(options: Mapping[str, int]) -> None:
-    for key, minimum in (("probes", 1), ("chunk", 1), ("valid_batches", 0)):
-        if options[key] < minimum:
-            raise OptionError(f"option {key!r} of selector {NAME!r} must be at least {minimum}, got {options[key]}")
-
-
 def hessian_method(ctx: SelectionContext, size: int) -> tuple[HessianDiagonal | None, int]:
     """The Hessian-diagonal estimator the options ask for (None for order=first) and its HVPs per batch."""
     options = ctx.options
@@ -224,7 +204,6 @@ def hessian_method(ctx: SelectionContext, size: int) -> tuple[HessianDiagonal | 
 
 def select_by_influence(ctx: SelectionContext) -> Selection:
     options = ctx.options
-    check_counts(options)
     order, wrt, limit = options["order"], options["wrt"], options["valid_batches"] or None
     cell_types = list(ctx.space.cell_types)
     weights = ctx.mixing_weights()
@@ -235,15 +214,14 @@ def select_by_influence(ctx: SelectionContext) -> Selection:
     hessian_diagonal, hvps_per_batch = hessian_method(ctx, point.numel())
 
     def counted(batches: Iterable[Batch]) -> Iterator[Batch]:
-        for done, batch in enumerate(batches, start=1):
+        for batch in batches:
             yield batch
             ctx.count("valid_batches")
             ctx.count("hvps", hvps_per_batch)
-            ctx.progress("influential magnitude", done, limit or 0)  # 0: the split's length is not known
 
     with batchnorm_mode(ctx.supernet, options["bn"]):
         gradient, diagonal = validation_derivatives(
-            ctx.supernet, counted(ctx.batches("valid", limit)), point, tables, wrt,
+            ctx.supernet, counted(ctx.batches("valid", limit, progress="influential magnitude")), point, tables, wrt,
             gradient=order != "second", hessian_diagonal=hessian_diagonal)
     step = removal_step(flatten_tables(weights, cell_types), wrt)
     importance = unflatten_tables(taylor_loss_change(step, gradient, diagonal, order), tables, cell_types)

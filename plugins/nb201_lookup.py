@@ -33,9 +33,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
-import torch
-
-from selbench import Genotype, GenotypeError, Scorer, SelbenchError, count_macs, count_parameters, get_space, hookimpl
+from selbench import (
+    Genotype,
+    GenotypeError,
+    Scorer,
+    ScoringContext,
+    SelbenchError,
+    count_macs,
+    count_parameters,
+    get_space,
+    hookimpl,
+)
 
 NAME = "nb201-lookup"
 BENCHMARK_ENV = "SELBENCH_NB201_BENCHMARK"
@@ -163,8 +171,8 @@ def lookup_score(genotype: Genotype, recipe: Any, benchmark: Callable[[], Benchm
 def make_lookup_scorer(benchmark: Callable[[], BenchmarkAPI] = default_benchmark) -> Scorer:
     """The ``nb201-lookup`` scorer reading the benchmark that ``benchmark()`` returns (default: the user's file)."""
 
-    def score(genotype: Genotype, recipe: Any, seed: int, device: torch.device, out_dir: Path) -> dict[str, Any]:
-        return lookup_score(genotype, recipe, benchmark)
+    def score(ctx: ScoringContext) -> dict[str, Any]:
+        return lookup_score(ctx.genotype, ctx.recipe, benchmark)
 
     def check(recipe: Any) -> None:
         """Space, dataset and the benchmark itself (opened now, kept for the scoring) before any training."""

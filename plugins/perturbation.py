@@ -50,7 +50,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from selbench import Option, OptionError, SearchSpace, Selection, SelectionContext, Selector, hookimpl
+from selbench import (
+    Option,
+    SearchSpace,
+    Selection,
+    SelectionContext,
+    Selector,
+    hookimpl,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +67,10 @@ OPTIONS = {
     "edge_order": Option("random", "order of visiting undecided edges and prunable nodes: random (drawn from the "
                          "seed, as DARTS-PT) or fixed (by index)", ("random", "fixed")),
     "crit": Option("acc", "what judges a removal: validation accuracy or validation loss", ("acc", "loss")),
-    "valid_batches": Option(0, "validation batches per measurement; 0 = the whole validation split"),
+    "valid_batches": Option(0, "validation batches per measurement; 0 = the whole validation split", minimum=0),
     "bn": Option("train", "BatchNorm during measurements: batch statistics (train, as DARTS-PT) or running "
                  "statistics (eval)", ("train", "eval")),
-    "proj_intv": Option(5, "fine-tuning epochs between decision events; 0 = no fine-tuning"),
+    "proj_intv": Option(5, "fine-tuning epochs between decision events; 0 = no fine-tuning", minimum=0),
     "tune_alphas": Option(True, "keep training α while fine-tuning (false: frozen α, DARTS-PT's variant)"),
     "implementation": Option("fast", "fast: skip ops whose weight is zero, on supernets that offer active_ops; "
                              "reference: compute every op (same decisions, for benchmarks)", ("fast", "reference")),
@@ -119,7 +126,7 @@ class PerturbationSelector:
 
     def __init__(self, ctx: SelectionContext):
         self.ctx = ctx
-        self.options = _checked(ctx.options)
+        self.options = ctx.options
         self.space: SearchSpace = ctx.space
         self.supernet = ctx.supernet
         self.fast = self.options["implementation"] == "fast" and hasattr(self.supernet, "active_ops")
@@ -225,13 +232,6 @@ class PerturbationSelector:
     def _trace(self, message: str, **decision: Any) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug(message, extra={"perturbation": decision})
-
-
-def _checked(options: Mapping[str, Any]) -> Mapping[str, Any]:
-    for name in ("valid_batches", "proj_intv"):
-        if options[name] < 0:
-            raise OptionError(f"option {name!r} of selector 'perturbation' must be 0 or more, got {options[name]}")
-    return options
 
 
 def select_by_perturbation(ctx: SelectionContext) -> Selection:

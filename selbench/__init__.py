@@ -2,63 +2,81 @@
 
 The names below are the public API; plugins (built-in or third-party) import only these.
 """
-from importlib.metadata import PackageNotFoundError, version as _version
-
-from .checkpoint import load_supernet, read_checkpoint, save_supernet
-from .data import Dataset, ImageSet, SearchData, get_dataset, list_datasets, load_data
-from .errors import CheckpointError, GenotypeError, OptionError, PluginError, SelbenchError
-from .genotype import CellGenotype, Genotype
-from .macs import count_macs, count_parameters
-from .observers import EpochObserver, TrainingObserver
-from .options import Option
-from .recipes import Recipe, list_recipes, load_recipe
-from .registry import PluginHost, hookimpl, plugin_host, use_plugin_host
-from .scoring import Scorer, get_scorer, list_scorers
-from .selection import (
-    Selection,
+from selbench.core.errors import (
+    CheckpointError,
+    GenotypeError,
+    OptionError,
+    PluginError,
+    SelbenchError,
+)
+from selbench.core.genotype import CellGenotype, Genotype
+from selbench.core.options import Option
+from selbench.core.space import NONE_OP, Edge, SearchSpace, Supernet
+from selbench.core.tensors import Batch
+from selbench.core.version import __version__
+from selbench.data.dataset import Dataset, ImageSet
+from selbench.data.loading import SearchData, load_data
+from selbench.plugin.host import PluginHost, hookimpl, plugin_host, use_plugin_host
+from selbench.plugin.lookup import (
+    get_dataset,
+    get_scorer,
+    get_selector,
+    get_space,
+    list_datasets,
+    list_scorers,
+    list_selectors,
+    list_spaces,
+)
+from selbench.recipes.recipe import Recipe, list_recipes, load_recipe
+from selbench.retrain.macs import count_macs, count_parameters
+from selbench.retrain.scorer import Scorer, ScoringContext
+from selbench.select.context import (
     SelectionContext,
-    Selector,
     SupernetData,
     TensorData,
-    get_selector,
-    list_selectors,
-    select,
+    batchnorm_mode,
 )
-from .space import NONE_OP, Edge, SearchSpace, Supernet, get_space, list_spaces
-from .train import train_supernet
-
-try:
-    __version__ = _version("selbench")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+from selbench.select.contract import Selection, SelectionRun, Selector
+from selbench.select.run import select
+from selbench.train.checkpoint import load_supernet, read_checkpoint, save_supernet
+from selbench.train.driver import train_supernet
+from selbench.train.observers import EpochObserver, TrainingObserver
+from selbench.train.trajectory import EdgeLayout, ObservedQuantity, Trajectories
 
 __all__ = [
+    "Batch",
     "CellGenotype",
     "CheckpointError",
     "Dataset",
     "Edge",
+    "EdgeLayout",
     "EpochObserver",
     "Genotype",
     "GenotypeError",
     "ImageSet",
     "NONE_OP",
+    "ObservedQuantity",
     "Option",
     "OptionError",
     "PluginError",
     "PluginHost",
     "Recipe",
     "Scorer",
+    "ScoringContext",
     "SearchData",
     "SearchSpace",
     "SelbenchError",
     "Selection",
     "SelectionContext",
+    "SelectionRun",
     "Selector",
     "Supernet",
     "SupernetData",
     "TensorData",
     "TrainingObserver",
+    "Trajectories",
     "__version__",
+    "batchnorm_mode",
     "count_macs",
     "count_parameters",
     "get_dataset",

@@ -13,9 +13,10 @@ from torch import Tensor
 
 from selbench import CheckpointError, Genotype, GenotypeError, SearchSpace, hookimpl
 
+from .darts_macro import reduction_layers
 from .darts_network import DartsNetwork
 from .darts_ops import DARTS_OPS, DARTS_PT_OPS, OPS
-from .darts_supernet import IMPLEMENTATIONS, DartsSupernet, reduction_layers
+from .darts_supernet import IMPLEMENTATIONS, DartsSupernet
 
 
 class DartsSpace(SearchSpace):

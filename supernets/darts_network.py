@@ -11,8 +11,8 @@ from torch import Tensor, nn
 
 from selbench import CellGenotype, Genotype
 
+from .darts_macro import stack_cells
 from .darts_ops import FactorizedReduce, ReLUConvBN, make_op
-from .darts_supernet import reduction_layers
 
 
 def drop_path(x: Tensor, drop_prob: float) -> Tensor:
@@ -83,23 +83,17 @@ class DartsNetwork(nn.Module):
         super().__init__()
         self._auxiliary_at = 2 * layers // 3 if auxiliary else None
         self.drop_path_prob = 0.0
-        C_curr = stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
-        C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        C_to_auxiliary = None
-        for i in range(layers):
-            reduction = i in reduction_layers(layers)
-            if reduction:
-                C_curr *= 2
-            cell = DiscreteCell(genotype["reduce" if reduction else "normal"], C_prev_prev, C_prev, C_curr,
-                                reduction, reduction_prev)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
-            if i == self._auxiliary_at:
-                C_to_auxiliary = C_prev
+
+        def make_cell(C_prev_prev: int, C_prev: int, C: int, reduction: bool,
+                      reduction_prev: bool) -> tuple[nn.Module, int]:
+            cell = DiscreteCell(genotype["reduce" if reduction else "normal"], C_prev_prev, C_prev, C, reduction,
+                                reduction_prev)
+            return cell, cell.multiplier * C
+
+        self.stem, self.cells, channels_after = stack_cells(make_cell, C=C, layers=layers,
+                                                            stem_multiplier=stem_multiplier, in_channels=in_channels)
+        C_prev = channels_after[-1]
+        C_to_auxiliary = channels_after[self._auxiliary_at] if auxiliary else None
         if auxiliary:
             self.auxiliary_head = AuxiliaryHeadCIFAR(C_to_auxiliary, num_classes)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 DARTS_OPS = (
@@ -87,6 +88,22 @@ class SepConv(nn.Module):
         return self.op(x)
 
 
+class StridedPointwiseConv(nn.Conv2d):
+    """A 1×1 convolution with stride s, computed as "keep every s-th pixel, then a 1×1 convolution".
+
+    The same numbers as ``nn.Conv2d(..., 1, stride=s)`` (bit for bit on the CPU) and the same
+    module and state dict.  Why: with one thread, oneDNN's channels-last backward of strided
+    1×1 convolutions with few channels corrupts the heap (torch 2.13 CPU, seen on AMD EPYC).
+    """
+
+    def __init__(self, C_in: int, C_out: int, stride: int):
+        super().__init__(C_in, C_out, 1, stride=stride, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        step = self.stride[0]
+        return F.conv2d(x[:, :, ::step, ::step], self.weight)
+
+
 class FactorizedReduce(nn.Module):
     """Halve the resolution without losing pixels: two 1×1 stride-2 convs, the second shifted by one."""
 
@@ -95,8 +112,8 @@ class FactorizedReduce(nn.Module):
         if C_out % 2:
             raise ValueError(f"FactorizedReduce needs an even number of output channels, got {C_out}")
         self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
-        self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
+        self.conv_1 = StridedPointwiseConv(C_in, C_out // 2, 2)
+        self.conv_2 = StridedPointwiseConv(C_in, C_out // 2, 2)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -11,25 +11,19 @@ may be changed at any time; both honour ``active`` / ``active_ops``.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from selbench import SearchSpace
+
 from .darts_fast import fast_cell_forward, node_zeros
+from .darts_macro import stack_cells
 from .darts_ops import FactorizedReduce, ReLUConvBN, make_op
 from .supernet_base import SupernetBase, mixed_sum, sum_of
 
-if TYPE_CHECKING:
-    from .darts import DartsSpace
-
-
 IMPLEMENTATIONS = ("fast", "reference")
-
-
-def reduction_layers(layers: int) -> set[int]:
-    """Cells that halve the resolution and double the channels: at 1/3 and 2/3 of the depth."""
-    return {layers // 3, 2 * layers // 3}
 
 
 class MixedOp(nn.Module):
@@ -82,7 +76,7 @@ class SearchCell(nn.Module):
 class DartsSupernet(SupernetBase, nn.Module):
     """The weight-sharing network; follows the :class:`selbench.Supernet` protocol."""
 
-    def __init__(self, space: "DartsSpace", C: int, num_classes: int, layers: int, multiplier: int,
+    def __init__(self, space: SearchSpace, C: int, num_classes: int, layers: int, multiplier: int,
                  stem_multiplier: int, in_channels: int, implementation: str = "fast"):
         super().__init__()
         self.space = space
@@ -90,22 +84,15 @@ class DartsSupernet(SupernetBase, nn.Module):
         self.space_args = dict(C=C, num_classes=num_classes, layers=layers, steps=space.steps,
                                multiplier=multiplier, stem_multiplier=stem_multiplier,
                                in_channels=in_channels, ops=list(space.ops))
-        C_curr = stem_multiplier * C
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
-            nn.BatchNorm2d(C_curr),
-        )
-        C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        for i in range(layers):
-            reduction = i in reduction_layers(layers)
-            if reduction:
-                C_curr *= 2
-            self.cells.append(SearchCell(space.steps, multiplier, C_prev_prev, C_prev, C_curr,
-                                         reduction, reduction_prev, space.ops))
-            reduction_prev = reduction
-            C_prev_prev, C_prev = C_prev, multiplier * C_curr
+
+        def make_cell(C_prev_prev: int, C_prev: int, C: int, reduction: bool,
+                      reduction_prev: bool) -> tuple[nn.Module, int]:
+            cell = SearchCell(space.steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev, space.ops)
+            return cell, multiplier * C
+
+        self.stem, self.cells, channels_after = stack_cells(make_cell, C=C, layers=layers,
+                                                            stem_multiplier=stem_multiplier, in_channels=in_channels)
+        C_prev = channels_after[-1]
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
         self.init_alphas()

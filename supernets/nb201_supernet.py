@@ -6,17 +6,16 @@ BatchNorm; the stem, the residual blocks and the head are as in the discrete net
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from selbench import SearchSpace
+
 from .nb201_macro import Nb201Macro, edge_key
 from .nb201_ops import make_op
 from .supernet_base import SupernetBase, mixed_sum, sum_of
-
-if TYPE_CHECKING:
-    from .nb201 import Nb201Space
 
 
 class MixedEdge(nn.ModuleList):
@@ -33,7 +32,7 @@ class MixedEdge(nn.ModuleList):
 class Nb201SearchCell(nn.Module):
     """node i = Σ_{j<i} ō_{j→i}(node j); the last node is the output."""
 
-    def __init__(self, space: "Nb201Space", C: int):
+    def __init__(self, space: SearchSpace, C: int):
         super().__init__()
         self._edges_into = [space.edges_into(dst) for dst in space.nodes]
         self.edges = nn.ModuleDict({edge_key(e.src, e.dst): MixedEdge(C, space.ops) for e in space.edges})
@@ -54,7 +53,7 @@ class Nb201SearchCell(nn.Module):
 class Nb201Supernet(SupernetBase, Nb201Macro):
     """The weight-sharing network; follows the :class:`selbench.Supernet` protocol."""
 
-    def __init__(self, space: "Nb201Space", C: int, N: int, num_classes: int, in_channels: int):
+    def __init__(self, space: SearchSpace, C: int, N: int, num_classes: int, in_channels: int):
         super().__init__(lambda channels: Nb201SearchCell(space, channels), C, N, num_classes, in_channels)
         self.space = space
         self.space_args = dict(C=C, N=N, num_classes=num_classes, in_channels=in_channels, steps=space.steps,

@@ -4,12 +4,23 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from darts_reference import (
+    DARTS_OPS,
+    DARTS_PT_OPS,
+    NORMAL_7,
+    NORMAL_7_EXPECTED,
+    NORMAL_8,
+    NORMAL_8_EXPECTED,
+    NUM_EDGES,
+    REDUCE_7,
+    REDUCE_7_EXPECTED,
+    REDUCE_8,
+    REDUCE_8_EXPECTED,
+    alpha_table,
+)
 
 import selbench
 from selbench import Genotype
-
-from darts_reference import (DARTS_OPS, DARTS_PT_OPS, NORMAL_7, NORMAL_7_EXPECTED, NORMAL_8, NORMAL_8_EXPECTED,
-                             NUM_EDGES, REDUCE_7, REDUCE_7_EXPECTED, REDUCE_8, REDUCE_8_EXPECTED, alpha_table)
 
 
 def build_supernet(ops: list[str]):

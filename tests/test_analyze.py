@@ -7,10 +7,15 @@ import sys
 import pytest
 import torch
 
-from selbench.analysis import alpha_trajectories, cost_trajectories, load_run, summary_rows
 from selbench.cli import main
-from selbench.recipes import Recipe
-from selbench.train import train_supernet
+from selbench.recipes.recipe import Recipe
+from selbench.plugins.cost_sign import COSTS
+from selbench.report.trajectories import (
+    load_run,
+    summary_rows,
+    trajectories,
+)
+from selbench.train.driver import train_supernet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -45,17 +50,17 @@ def toy_record(path, with_costs=True):
 
 def test_trajectories_and_summary_of_a_hand_made_record(tmp_path):
     run = load_run(toy_record(tmp_path))
-    alphas, = alpha_trajectories(run)
+    alphas, = trajectories(run, "alphas")
     assert alphas.epochs == [1, 2] and alphas.split is None
     assert torch.equal(alphas.values, torch.tensor([[0.3] * 5, [0.3, 0.4, 0.1, 0.3, 0.05]], dtype=torch.float64))
 
-    valid, train = cost_trajectories(run)  # the split α learns from first
+    valid, train = trajectories(run, "costs")  # the split α learns from first
     assert (valid.split, train.split) == ("valid", "train")
     assert torch.equal(train.values, torch.tensor([[0.1, 0.2, 0.5, 0.1, 0.7], [-0.3, -0.4, 0.5, -0.1, -0.2]],
                                                   dtype=torch.float64))
     assert torch.equal(valid.values[1], torch.tensor([0.2, 0.2, 0.5, 0.1, 0.7], dtype=torch.float64))
 
-    rows = {(r[0], r[2]): r for r in summary_rows(run, "costs")}
+    rows = {(r[0], r[2]): r for r in summary_rows(run, COSTS, trajectories(run, "costs"))}
     assert rows["train", "input"][3:] == [4, 1, 2, "+0.225", "-0.075", 0, 3]
     assert rows["train", "intermediate"][3:] == [1, 1, 2, "+0.7", "-0.2", 0, 1]
     assert rows["valid", "input"][-2:] == [0, 0]
@@ -115,13 +120,13 @@ def test_costs_asked_of_a_run_without_cost_records_name_the_plugin(tmp_path, cap
     assert "costs:" not in capsys.readouterr().out
     assert main(["analyze", str(run), "--plot", "costs"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "no cost records" in err and "'cost-sign'" in err
+    assert len(err.splitlines()) == 1 and "no records of 'costs'" in err and "'cost-sign'" in err
 
 
 @pytest.mark.parametrize("argv, message", [
     (["{tmp}/nowhere"], "no supernet.json"),
     (["{run}", "--out", "x.png"], "add --plot"),
-    (["{run}", "--plot", "betas"], "invalid choice"),
+    (["{run}", "--plot", "betas"], "unknown quantity 'betas'"),
 ])
 def test_user_mistakes_are_one_line(tmp_path, capsys, argv, message):
     run = toy_record(tmp_path / "run")

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from darts_reference import DARTS_OPS, DARTS_PT_OPS
 
 import selbench
 from selbench import CheckpointError
-
-from darts_reference import DARTS_OPS, DARTS_PT_OPS
 
 
 def randomized_supernet(ops=DARTS_OPS, **kwargs):

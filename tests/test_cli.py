@@ -9,12 +9,18 @@ import sys
 
 import pytest
 import torch
+from darts_reference import (
+    DARTS_PT_OPS,
+    NORMAL_7,
+    NORMAL_7_EXPECTED,
+    REDUCE_7,
+    REDUCE_7_EXPECTED,
+    alpha_table,
+)
 
 import selbench
-from selbench import Genotype, Selection
+from selbench import Genotype, SelectionRun
 from selbench.cli import main
-
-from darts_reference import DARTS_PT_OPS, NORMAL_7, NORMAL_7_EXPECTED, REDUCE_7, REDUCE_7_EXPECTED, alpha_table
 
 
 def run_cli(*args: str, cwd, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -52,7 +58,7 @@ def test_select_on_a_darts_pt_checkpoint_prints_the_predicted_cell_and_writes_js
     assert Genotype.from_json(record["genotype"]) == expected
     assert record["genotype_text"] == str(expected)
     assert (record["selector"], record["distribution"], record["seed"]) == ("alpha-magnitude", "selbench", 3)
-    selection = Selection.from_dict(record)
+    selection = SelectionRun.from_dict(record)
     assert selection.genotype == expected
     torch.testing.assert_close(selection.scores["normal"],
                                torch.softmax(alpha_table(DARTS_PT_OPS, NORMAL_7), dim=-1))

@@ -9,11 +9,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import tiny_data, tiny_supernet
+from selbench.plugins.cost_sign import (
+    cost_from_gradients,
+    op_costs,
+    top2_selection,
+    wiring_selection,
+)
 from torch import nn
 
 import selbench
-from selbench import CellGenotype, Genotype, GenotypeError, OptionError, SelbenchError, Selection, Selector
-from selbench.plugins.cost_sign import cost_from_gradients, op_costs, top2_selection, wiring_selection
+from selbench import (
+    CellGenotype,
+    Genotype,
+    GenotypeError,
+    OptionError,
+    SelbenchError,
+    Selection,
+    SelectionRun,
+    Selector,
+)
 
 NONE = selbench.NONE_OP
 
@@ -188,7 +202,8 @@ def test_wiring_fails_for_a_cell_without_a_live_node_and_the_failure_round_trips
     both = wiring_selection(SPACE3, {"normal": DEAD_COSTS, "reduce": torch.ones_like(DEAD_COSTS)})
     assert both.failure == "no edge selected in the normal cell; no edge selected in the reduce cell"
 
-    back = Selection.from_dict(json.loads(json.dumps(selection.to_dict())))
+    run = SelectionRun(selection, selector="cost-sign", variable_in_degree=True)
+    back = SelectionRun.from_dict(json.loads(json.dumps(run.to_dict())))
     assert back.genotype is None and back.failure == selection.failure and back.variable_in_degree is True
     torch.testing.assert_close(back.scores["reduce"], -DEAD_COSTS)
 
@@ -291,7 +306,7 @@ def test_bad_options_and_checkpoint_metadata_are_clear_errors():
         selbench.select(supernet, "cost-sign", data=data, batch=3)
     with pytest.raises(OptionError, match="'wire' is not one of top2, wiring"):
         selbench.select(supernet, "cost-sign", data=data, derive="wire")
-    with pytest.raises(OptionError, match="must be >= 0"):
+    with pytest.raises(OptionError, match="must be at least 0"):
         selbench.select(supernet, "cost-sign", data=data, batches=-1)
     with pytest.raises(SelbenchError, match="needs the supernet's train/valid data"):
         selbench.select(supernet, "cost-sign")

@@ -6,12 +6,15 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_supernet
+from selbench.plugins.influential_magnitude import (
+    batch_loss,
+    hessian_vector_products,
+)
 
 import selbench
-from selbench.plugins.influential_magnitude import batch_loss, batchnorm_mode, hessian_vector_products
-from selbench.search import second_order_arch_step
-
-from conftest import tiny_supernet
+from selbench import batchnorm_mode
+from selbench.train.loop import second_order_arch_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

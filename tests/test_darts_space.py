@@ -4,11 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from darts_reference import DARTS_OPS, DARTS_PT_OPS, DARTS_TEXT
 
 import selbench
 from selbench import Genotype
-
-from darts_reference import DARTS_OPS, DARTS_PT_OPS, DARTS_TEXT
 
 
 # -- the names the original DARTS code gives to every tensor, written out from its model_search.py layout ------

@@ -18,9 +18,15 @@ import pytest
 import torch
 
 import selbench
-from selbench.data import SPLITS, crop_and_flip, cutout, load_data, split_indices
-from selbench.datasets import fashion_mnist
-from selbench.datasets.cifar import CIFAR10, CIFAR100
+from selbench.data.datasets import fashion_mnist
+from selbench.data.datasets.cifar import CIFAR10, CIFAR100
+from selbench.data.loading import (
+    SPLITS,
+    crop_and_flip,
+    cutout,
+    load_data,
+    split_indices,
+)
 
 FASHION_FILES = fashion_mnist.FILES
 

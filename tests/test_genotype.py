@@ -4,11 +4,10 @@ from __future__ import annotations
 from collections import namedtuple
 
 import pytest
+from darts_reference import DARTS_TEXT, NB201_TEXT, PUBLISHED, expand
 
 import selbench
 from selbench import CellGenotype, Genotype, GenotypeError
-
-from darts_reference import DARTS_TEXT, NB201_TEXT, PUBLISHED, expand
 
 # What the original code's namedtuple sees when it evaluates a DARTS text form.
 DartsNamedTuple = namedtuple("Genotype", "normal normal_concat reduce reduce_concat")

@@ -10,19 +10,19 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_data, tiny_supernet
 from scipy.stats import spearmanr
-from torch.func import jvp
-
-import selbench
-from selbench import NONE_OP, OptionError, SelbenchError, SelectionContext, TensorData
 from selbench.plugins.influential_magnitude import (
     NAME,
     batch_loss,
-    batchnorm_mode,
     exact_hessian_diagonal,
     flatten_tables,
     hutchinson_hessian_diagonal,
     removal_step,
 )
+from torch.func import jvp
+
+import selbench
+from selbench import batchnorm_mode
+from selbench import NONE_OP, OptionError, SelbenchError, SelectionContext, TensorData
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,11 +9,17 @@ import math
 import pytest
 from scipy import integrate
 
-from selbench import CellGenotype, Genotype, SelbenchError, Selection
+from selbench import CellGenotype, Genotype, SelbenchError, Selection, SelectionRun
+from selbench.bench.leaderboard import (
+    build_rows,
+    leaderboard,
+    load_records,
+    render,
+    shared_fraction,
+)
+from selbench.bench.records import RecordError, RetrainRecord, SelectionRecord
+from selbench.bench.store import RunStore
 from selbench.cli import main
-from selbench.leaderboard import build_rows, leaderboard, load_records, render, shared_fraction
-from selbench.records import RecordError, RetrainRecord, SelectionRecord
-from selbench.store import RunStore
 
 SEP3, SKIP, MAX, DIL3 = "sep_conv_3x3", "skip_connect", "max_pool_3x3", "dil_conv_3x3"
 
@@ -52,8 +58,8 @@ def fill(store: RunStore) -> None:
     for (recipe, selector), supernets in GRID.items():
         for supernet, (outcome, seconds, accuracies) in supernets.items():
             failed = isinstance(outcome, str)
-            selection = Selection(genotype=None if failed else outcome, failure=outcome if failed else None,
-                                  selector=selector, distribution="selbench", version="0.1.0", seconds=seconds)
+            selection = SelectionRun(Selection(genotype=None if failed else outcome, failure=outcome if failed else None),
+                                     selector=selector, distribution="selbench", version="0.1.0", seconds=seconds)
             record = SelectionRecord(recipe, supernet, int(supernet[-1]), selection)
             unit = store.run_unit("selection", {"recipe": recipe, "selector": selector, "supernet": supernet},
                                   lambda work, record=record: record.to_result())
@@ -183,12 +189,12 @@ def test_corrupt_and_foreign_records_are_reported_not_used(runs):
 
 
 def test_retrain_record_round_trips_and_rejects_failed_selections():
-    selection = SelectionRecord("demo", "sup0", 0, Selection(genotype=REFERENCE_0, selector="alpha-magnitude"))
+    selection = SelectionRecord("demo", "sup0", 0, SelectionRun(Selection(genotype=REFERENCE_0), selector="alpha-magnitude"))
     record = RetrainRecord.from_score(selection, selection_key="k" * 64, retrain_seed=2, scorer="retrain",
                                       score={"test_accuracy": 0.5, "macs_m": 12.5, "epochs": 4, "artifacts": []})
     assert record.extra == {"epochs": 4} and record.macs_m == 12.5
     assert RetrainRecord.from_result(json.loads(json.dumps(record.to_result()))) == record
-    failed = SelectionRecord("demo", "sup0", 0, Selection(genotype=None, failure="none", selector="x"))
+    failed = SelectionRecord("demo", "sup0", 0, SelectionRun(Selection(genotype=None, failure="none"), selector="x"))
     with pytest.raises(RecordError, match="failed"):
         RetrainRecord.from_score(failed, selection_key="k" * 64, retrain_seed=0, scorer="retrain",
                                  score={"test_accuracy": 0.5})

@@ -12,7 +12,13 @@ import torch.nn.functional as F
 from conftest import tiny_nb201_supernet
 
 import selbench
-from selbench import CellGenotype, CheckpointError, Genotype, GenotypeError, SelbenchError
+from selbench import (
+    CellGenotype,
+    CheckpointError,
+    Genotype,
+    GenotypeError,
+    SelbenchError,
+)
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 # the NB201 paper's best CIFAR-10 cell form, and the example string of the references

@@ -8,9 +8,13 @@ from test_nb201 import REFERENCE_EXAMPLE, hand_parameter_count
 from torch import nn
 
 from selbench import Genotype, SelbenchError
-from selbench.recipes import RETRAIN_TRAINING_DEFAULTS, load_recipe
-from selbench.retrain import build_retrain_network, make_optimizer, train_epoch
-from selbench.scoring import score_genotype
+from selbench.recipes.recipe import RETRAIN_TRAINING_DEFAULTS, load_recipe
+from selbench.retrain.from_scratch import (
+    build_retrain_network,
+    make_optimizer,
+    train_epoch,
+)
+from selbench.retrain.scoring import score_genotype
 
 
 # -- the shipped NB201 recipes ------------------------------------------------------------------------

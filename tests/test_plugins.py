@@ -8,7 +8,14 @@ import types
 import pytest
 
 import selbench
-from selbench import PluginError, PluginHost, SelbenchError, Selection, Selector, hookimpl
+from selbench import (
+    PluginError,
+    PluginHost,
+    SelbenchError,
+    Selection,
+    Selector,
+    hookimpl,
+)
 
 
 def selector_plugin(*names: str) -> types.SimpleNamespace:
@@ -59,14 +66,19 @@ def test_two_plugins_registering_one_selector_name_is_an_error_naming_both():
     assert "SELBENCH_DISABLE_PLUGINS" in message
 
 
-def test_a_plugin_without_a_name_is_refused():
+@pytest.mark.parametrize("registered, complaint", [
+    (object(), r"plugin 'odd' registered <object object at .*> as a selector; selbench_register_selectors takes "
+               r"selbench.Selector objects"),
+    (Selector(name="", run=lambda ctx: None), r"plugin 'odd' registered a selector without a name"),
+])
+def test_what_is_not_a_named_selector_is_refused(registered, complaint):
     @hookimpl
     def selbench_register_selectors(register):
-        register(object())
+        register(registered)
 
-    host = PluginHost(plugins=[("nameless", types.SimpleNamespace(selbench_register_selectors=selbench_register_selectors))],
+    host = PluginHost(plugins=[("odd", types.SimpleNamespace(selbench_register_selectors=selbench_register_selectors))],
                       entry_points=False)
-    with pytest.raises(PluginError, match=r"plugin 'nameless' registered a selector without a name"):
+    with pytest.raises(PluginError, match=complaint):
         host.registrations("selector")
 
 

@@ -8,8 +8,13 @@ import pytest
 
 import selbench
 from selbench.cli import main
-from selbench.recipes import (RETRAIN_TRAINING_DEFAULTS, Recipe, builtin_recipe_names, load_recipe,
-                              retrain_network_defaults)
+from selbench.recipes.recipe import (
+    RETRAIN_TRAINING_DEFAULTS,
+    Recipe,
+    builtin_recipe_names,
+    load_recipe,
+    retrain_network_defaults,
+)
 
 SHIPPED = {"demo", "fmnist-small", "darts-fmnist", "darts-cifar10", "darts-cifar10-2nd", "darts-pt-cifar10",
            "single-level-cifar10"}

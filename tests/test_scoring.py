@@ -9,15 +9,15 @@ from darts_reference import DARTS_TEXT
 
 import selbench
 from selbench import Genotype, PluginError, PluginHost, Scorer, hookimpl
-from selbench.scoring import score_genotype, validate_score
+from selbench.retrain.scoring import score_genotype, validate_score
 
 GENOTYPE = Genotype.parse(DARTS_TEXT["DARTS_V2"])
 
 
-def fake_retrain(genotype, recipe, seed, device, out_dir):
-    (out_dir / "weights.pt").write_bytes(b"w")
-    return {"test_accuracy": 0.75, "params_m": 1.5, "seconds": 2.0, "device": str(device), "seed": seed,
-            "recipe": recipe, "cells": len(genotype.cell_types), "artifacts": ["weights.pt"]}
+def fake_retrain(ctx):
+    (ctx.out_dir / "weights.pt").write_bytes(b"w")
+    return {"test_accuracy": 0.75, "params_m": 1.5, "seconds": 2.0, "device": str(ctx.device), "seed": ctx.seed,
+            "recipe": ctx.recipe, "cells": len(ctx.genotype.cell_types), "artifacts": ["weights.pt"]}
 
 
 @pytest.fixture
@@ -54,6 +54,6 @@ def test_contract_violations_name_the_scorer(result, complaint):
 
 
 def test_listed_artifact_must_exist(tmp_path):
-    liar = Scorer("liar", lambda g, r, s, d, out: {"test_accuracy": 0.5, "artifacts": ["model.pt"]})
+    liar = Scorer("liar", lambda ctx: {"test_accuracy": 0.5, "artifacts": ["model.pt"]})
     with pytest.raises(PluginError, match="listed artifacts \\['model.pt'\\]"):
         score_genotype(liar, GENOTYPE, None, seed=0, device=torch.device("cpu"), out_dir=tmp_path)

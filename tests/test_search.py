@@ -4,18 +4,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_data, tiny_supernet
 from torch.func import functional_call
 
 import selbench
-from selbench.search import (
+from selbench.train.loop import (
     evaluate_supernet,
     finite_difference_hvp,
     search_epoch,
     second_order_arch_step,
     unrolled_weights,
 )
-
-from conftest import tiny_data, tiny_supernet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

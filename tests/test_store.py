@@ -8,9 +8,8 @@ import os
 import pytest
 import torch
 
-from selbench import Selection
-from selbench.atomic import atomic_write_bytes
-from selbench.store import (
+from selbench import Selection, SelectionRun
+from selbench.bench.store import (
     RECORD,
     RunStore,
     StoreError,
@@ -18,6 +17,7 @@ from selbench.store import (
     config_key,
     file_sha256,
 )
+from selbench.core.files import atomic_write_bytes
 
 CONFIG = {"recipe": {"epochs": 2, "lr": 0.025}, "seed": 0, "supernet": "ab12", "selector": "alpha-magnitude"}
 
@@ -180,7 +180,7 @@ def test_failed_selection_is_stored_reused_and_counted(store, recorder):
     def selection(failure):
         def compute(work):
             recorder.calls += 1
-            return Selection(genotype=None, failure=failure, selector="cost-sign").to_dict()
+            return SelectionRun(Selection(genotype=None, failure=failure), selector="cost-sign").to_dict()
         return compute
 
     failed = store.run_unit("selection", {**CONFIG, "selector": "cost-sign"}, selection("no edge has a negative cost"))

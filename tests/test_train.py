@@ -8,9 +8,9 @@ import torch
 
 import selbench
 from selbench.cli import main
-from selbench.recipes import Recipe
-from selbench.registry import PluginHost
-from selbench.train import STATE_FILE, TRAIN_SECTIONS, train_supernet
+from selbench.plugin.host import PluginHost
+from selbench.recipes.recipe import Recipe
+from selbench.train.driver import STATE_FILE, TRAIN_SECTIONS, train_supernet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,0 +1,1 @@
+"""Stage 4, the benchmark: the grid of units, the run store that keeps them, their records and the leaderboard."""

@@ -1,0 +1,6 @@
+"""``python -m selbench.cli``: the ``selbench`` command."""
+import sys
+
+from selbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,56 @@
+"""`selbench analyze`: per-edge α (and observed, e.g. cost) trajectories of a supernet run, as a table and a plot."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tabulate import tabulate
+
+from selbench.core.errors import SelbenchError
+from selbench.report.trajectories import (
+    has_records,
+    load_run,
+    quantities,
+    quantity_named,
+    summary_headers,
+    summary_rows,
+    trajectories,
+)
+
+HELP = "summarise and plot how a supernet run's α and observed quantities (e.g. op costs) evolved per edge"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", type=Path, help="a `selbench train --out` directory, a supernet directory of a run "
+                                               "store, or its supernet.json")
+    parser.add_argument("--plot", metavar="QUANTITY",
+                        help="draw this quantity per edge over the epochs: alphas, or one an installed plugin's "
+                             "training observer declares, e.g. costs (needs matplotlib: selbench[plot])")
+    parser.add_argument("--out", type=Path, help="PNG to write (default: QUANTITY.png in the run directory)")
+    parser.add_argument("--format", choices=["plain", "github"], default="plain", help="table style")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.out is not None and args.plot is None:
+        raise SelbenchError("--out names the plot's file; add --plot alphas or --plot costs")
+    training = load_run(args.run)
+    if args.plot is not None:
+        from selbench.report.plots import plot_trajectories, pyplot
+
+        quantity_named(args.plot)  # an unknown quantity is reported before any work is done
+        pyplot()  # so is a missing matplotlib
+    print(training.title)
+    shown = [args.plot] if args.plot else [name for name, (observer, _) in quantities().items()
+                                           if has_records(training, observer)]
+    built = {}
+    for name in shown:
+        quantity = quantity_named(name)[1]
+        built[name] = trajectories(training, name)
+        print(f"\n{name}: first and last epoch, per edge group")
+        rows = summary_rows(training, quantity, built[name])
+        print(tabulate(list(rows), headers=summary_headers(quantity), tablefmt=args.format))
+    if args.plot is not None:
+        out = args.out or training.directory / f"{args.plot}.png"
+        plot_trajectories(training, quantity_named(args.plot)[1], built[args.plot], out)
+        print(f"\nplot: {out}")
+    return 0

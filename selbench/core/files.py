@@ -1,0 +1,65 @@
+"""Files written crash-safe and read back checked: atomic writes, checksums, JSON records."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+import torch
+
+from selbench.core.errors import SelbenchError
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write(handle)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
+    """Write ``data`` so that ``path`` holds either the old file or the complete new one."""
+    atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
+    """Write ``obj`` as indented JSON with sorted keys, atomically (:func:`atomic_write_bytes`)."""
+    atomic_write_bytes((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"), path)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` so that ``path`` holds either the old file or the complete new one."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def file_digest(path: str | os.PathLike, algorithm: str) -> str:
+    """Hex digest of the file at ``path`` by the :mod:`hashlib` ``algorithm`` (a checksum, read in 1 MiB blocks)."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    return file_digest(path, "sha256")
+
+
+def read_json(record_path: Path, advice: str) -> Any:
+    """The JSON in ``record_path``; a :class:`SelbenchError` ending in ``advice`` when it cannot be read."""
+    try:
+        return json.loads(record_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SelbenchError(f"{record_path} cannot be read ({exc}); {advice}") from None

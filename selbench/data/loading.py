@@ -1,0 +1,188 @@
+"""Datasets on the device: look-up, seeded splits, and batched augmentation.
+
+A dataset (registered through ``selbench_register_datasets``) loads once into an
+:class:`ImageSet` of uint8 tensors.  :func:`load_data` moves it to the device and cuts the
+training set into the supernet's two halves; :class:`SearchData` then serves batches whose
+augmentation (pad-and-crop, horizontal flip, cutout) and normalisation are a handful of
+tensor ops over the whole batch on the device — no per-image Python, no worker processes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import torch
+from torch import Tensor
+
+from selbench.core.errors import SelbenchError
+from selbench.core.sections import check_section
+from selbench.core.tensors import Batch
+from selbench.data.augment import crop_and_flip, cutout, normalize
+from selbench.data.dataset import ImageSet
+from selbench.plugin.lookup import get_dataset
+
+SPLITS = ("train", "valid", "train_full", "test")
+
+# The [data] section of a recipe: every key load_data understands, with its default.
+DATA_DEFAULTS: dict[str, Any] = {
+    "dataset": "digits",
+    "root": "",  # directory holding the dataset's files; "" = the dataset's default places
+    "download": False,  # fetch missing official files (and verify their MD5)
+    "subset": 0,  # number of training images to use; 0 = all
+    "train_portion": 0.5,  # share of the (subset of the) training set that trains θ; the rest trains α
+    "batch_size": 64,
+    "crop_padding": 4,  # random crop after zero padding by this many pixels; 0 = no crop
+    "flip": True,  # random horizontal flip
+    "cutout": 0,  # side of the cutout square (DeVries & Taylor); 0 = no cutout
+}
+
+
+# -- the supernet's data ------------------------------------------------------------------------
+class SearchData:
+    """The splits of one dataset on one device, served as ``(images, labels)`` batches.
+
+    ``batches(split)`` starts a fresh pass over one of
+
+    * ``"train"``: the θ portion of the training set, reshuffled every pass and augmented;
+    * ``"valid"``: the α portion, in a fixed order, not augmented (normalised only);
+    * ``"train_full"``: the whole (subset of the) training set, reshuffled and augmented —
+      what a discrete network is retrained on;
+    * ``"test"``: the test set, fixed order, not augmented — for final scores only.
+
+    Shuffles and augmentation draw from one generator on the device, seeded from the run's
+    seed; ``state_dict()``/``load_state_dict()`` save and restore it so a resumed run sees
+    the same batches as an uninterrupted one.
+    """
+
+    def __init__(self, images: ImageSet, *, theta: Tensor, alpha: Tensor, seed: int, device: torch.device,
+                 batch_size: int, crop_padding: int, flip: bool, cutout: int, name: str):
+        self.name = name
+        self.device = device
+        self.batch_size = batch_size
+        self.crop_padding = crop_padding
+        self.flip = flip
+        self.cutout = cutout
+        self.num_classes = images.num_classes
+        self.in_channels = images.train_images.shape[1]
+        self.image_size = tuple(images.train_images.shape[2:])
+        self._train_images = images.train_images.to(device)
+        self._train_labels = images.train_labels.to(device)
+        self._test_images = images.test_images.to(device)
+        self._test_labels = images.test_labels.to(device)
+        self._indices = {"train": theta.to(device), "valid": alpha.to(device),
+                         "train_full": torch.cat([theta, alpha]).to(device)}
+        mean, std = _mean_std(images)
+        self._mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        self._std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def split_size(self, split: str) -> int:
+        self._check_split(split)
+        return len(self._test_labels) if split == "test" else len(self._indices[split])
+
+    def num_batches(self, split: str) -> int:
+        return -(-self.split_size(split) // self.batch_size)
+
+    def batches(self, split: str) -> Iterator[Batch]:
+        """A fresh pass over ``split`` ("train", "valid", "train_full" or "test"); see the class docstring."""
+        self._check_split(split)
+        if self.split_size(split) == 0:
+            raise SelbenchError(f"the {split!r} split of {self.name!r} is empty "
+                                "(train_portion = 1 leaves no images for 'valid')")
+        if split == "test":
+            return self._ordered(self._test_images, self._test_labels, None)
+        if split == "valid":
+            return self._ordered(self._train_images, self._train_labels, self._indices["valid"])
+        return self._augmented(self._indices[split])
+
+    def _ordered(self, images: Tensor, labels: Tensor, indices: Tensor | None) -> Iterator[Batch]:
+        count = len(labels) if indices is None else len(indices)
+        for start in range(0, count, self.batch_size):
+            chosen = slice(start, start + self.batch_size) if indices is None else indices[start:start + self.batch_size]
+            yield normalize(images[chosen], self._mean, self._std), labels[chosen]
+
+    def _augmented(self, indices: Tensor) -> Iterator[Batch]:
+        order = indices[torch.randperm(len(indices), generator=self.generator, device=self.device)]
+        for start in range(0, len(order), self.batch_size):
+            chosen = order[start:start + self.batch_size]
+            images = self._train_images[chosen]
+            if self.crop_padding or self.flip:
+                images = crop_and_flip(images, padding=self.crop_padding, flip=self.flip, generator=self.generator)
+            images = normalize(images, self._mean, self._std)
+            if self.cutout:
+                images = cutout(images, self.cutout, generator=self.generator)
+            yield images, self._train_labels[chosen]
+
+    def _check_split(self, split: str) -> None:
+        if split not in SPLITS:
+            raise SelbenchError(f"unknown data split {split!r}; splits are {', '.join(SPLITS)}")
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def _mean_std(images: ImageSet) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if images.mean is not None and images.std is not None:
+        return tuple(images.mean), tuple(images.std)
+    pixels = images.train_images.transpose(0, 1).reshape(images.train_images.shape[1], -1).double() / 255.0
+    return tuple(pixels.mean(dim=1).tolist()), tuple(pixels.std(dim=1, correction=0).clamp_min(1e-6).tolist())
+
+
+def check_data_section(section: Mapping[str, Any], where: str = "data section") -> dict[str, Any]:
+    """``section`` overlaid on :data:`DATA_DEFAULTS`; unknown keys, wrong types and bad values are one clear error."""
+    merged = check_section(section, DATA_DEFAULTS, "data", where)
+    problems = [
+        (not 0 < merged["train_portion"] <= 1, "train_portion must be in (0, 1]"),
+        (merged["subset"] < 0, "subset must be >= 0 (0 = all images)"),
+        (merged["batch_size"] < 1, "batch_size must be >= 1"),
+        (merged["crop_padding"] < 0, "crop_padding must be >= 0"),
+        (merged["cutout"] < 0, "cutout must be >= 0 (0 = off)"),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise SelbenchError(f"{where}: data.{message}")
+    return merged
+
+
+def split_indices(count: int, *, subset: int, train_portion: float, seed: int) -> tuple[Tensor, Tensor]:
+    """θ and α indices into a training set of ``count`` images, from a permutation seeded by ``seed``.
+
+    The first ``subset`` images of the permutation (all if 0) are kept; the first
+    ``floor(train_portion · kept)`` of those train θ, the rest train α.  The permutation is
+    drawn on the CPU, so the split is the same on every device.
+    """
+    kept = subset or count
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:kept]
+    cut = int(train_portion * kept)
+    return order[:cut], order[cut:]
+
+
+def load_data(data: Mapping[str, Any], *, seed: int, device: str | torch.device = "cpu") -> SearchData:
+    """The splits described by a recipe's ``[data]`` section, on ``device``.
+
+    ``data`` may be partial; missing keys take :data:`DATA_DEFAULTS`.  The θ/α split, the
+    subset and every shuffle follow ``seed``.  For the supernet use ``batches("train")``
+    (θ) and ``batches("valid")`` (α); to retrain a discrete network use
+    ``batches("train_full")`` (every training image kept by ``subset``) and score it on
+    ``batches("test")``.  Give the retraining batch size and cutout through ``data`` (see
+    ``Recipe.retrain_data()``).
+    """
+    section = check_data_section(data)
+    dataset = get_dataset(section["dataset"])
+    root = Path(section["root"]).expanduser() if section["root"] else None
+    images = dataset.load(root, download=section["download"])
+    images.check(dataset.name)
+    count = len(images.train_labels)
+    if section["subset"] > count:
+        raise SelbenchError(f"data.subset = {section['subset']} but {dataset.name!r} has only {count} training images; "
+                            "use a smaller subset or 0 for all")
+    theta, alpha = split_indices(count, subset=section["subset"], train_portion=section["train_portion"], seed=seed)
+    if len(theta) == 0:
+        raise SelbenchError(f"data.train_portion = {section['train_portion']} leaves no training images for θ "
+                            f"out of {len(theta) + len(alpha)}; raise train_portion or subset")
+    return SearchData(images, theta=theta, alpha=alpha, seed=seed, device=torch.device(device),
+                      batch_size=section["batch_size"], crop_padding=section["crop_padding"], flip=section["flip"],
+                      cutout=section["cutout"], name=section["dataset"])

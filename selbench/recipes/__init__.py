@@ -1,0 +1,1 @@
+"""Recipes: named TOML files (shipped here as package data) that configure every stage of a run."""

@@ -1,0 +1,1 @@
+"""Looking at results: per-edge trajectories of supernet runs and their plots."""

@@ -1,0 +1,1 @@
+"""Stage 3, scoring a selected cell: the scorer contract, retraining from scratch, parameter and MAC counts."""

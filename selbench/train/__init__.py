@@ -1,0 +1,1 @@
+"""Stage 1, supernet training: the search loop, its driver, checkpoints, records and observers."""
