@@ -25,6 +25,9 @@ from typing import Callable
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import Tensor
+
+import selbench
 from conftest import synchronize
 from selbench.plugins.influential_magnitude import (
     Loss,
@@ -33,9 +36,6 @@ from selbench.plugins.influential_magnitude import (
     exact_hessian_diagonal,
     flatten_tables,
 )
-from torch import Tensor
-
-import selbench
 
 
 def hessian_problem(*, C: int, layers: int, steps: int, batch: int, size: int, classes: int,

@@ -18,10 +18,10 @@ import time
 
 import pytest
 import torch
-from conftest import synchronize
 from tabulate import tabulate
 
 import selbench
+from conftest import synchronize
 from selbench.data.loading import SearchData, split_indices
 from selbench.train.driver import preferred_memory_format
 from selbench.train.loop import SEARCH_MODES, arch_step_for, search_epoch

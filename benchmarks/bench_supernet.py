@@ -24,10 +24,10 @@ from typing import Callable
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import synchronize
 from torch import Tensor, nn
 
 import selbench
+from conftest import synchronize
 from selbench.train.driver import preferred_memory_format
 
 DARTS_V2 = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "

@@ -33,16 +33,16 @@ negative non-``none`` mean cost), which ``selbench analyze RUN --plot costs`` dr
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selbench import (
+    NONE_OP,
     Batch,
     EdgeLayout,
-    NONE_OP,
     ObservedQuantity,
     Option,
     SearchSpace,
@@ -50,6 +50,7 @@ from selbench import (
     Selection,
     SelectionContext,
     Selector,
+    Supernet,
     TrainingObserver,
     Trajectories,
     batchnorm_mode,
@@ -82,17 +83,19 @@ def op_costs(supernet: nn.Module, batches: Iterable[Batch],
     in its current train/eval mode (in train mode BatchNorm uses batch statistics and updates
     its running ones).  Each batch counts once, as a training step would.
     """
-    point = {cell_type: F.softmax(alpha.detach(), dim=-1) for cell_type, alpha in supernet.alphas.items()}
+    net = cast(Supernet, supernet)  # nn.Module types a module's attributes as Tensor | Module
+    point = {cell_type: F.softmax(alpha.detach(), dim=-1) for cell_type, alpha in net.alphas.items()}
     point.update({cell_type: w.detach() for cell_type, w in (weights or {}).items()})
     point = {cell_type: w.clone().requires_grad_(True) for cell_type, w in point.items()}
     cell_types = list(point)
-    ops = supernet.space.ops
+    ops = net.space.ops
     total: dict[str, Tensor] | None = None
     count = 0
     for images, labels in batches:
         loss = F.cross_entropy(supernet(images, point), labels)
-        grads = torch.autograd.grad(loss, [point[c] for c in cell_types], allow_unused=True)
-        grads = {c: torch.zeros_like(point[c]) if g is None else g for c, g in zip(cell_types, grads)}  # unused cell type
+        found = torch.autograd.grad(loss, [point[c] for c in cell_types], allow_unused=True)
+        # a cell type the loss does not use has no gradient: zero
+        grads = {c: torch.zeros_like(point[c]) if g is None else g for c, g in zip(cell_types, found)}
         cost = cost_from_gradients(point, grads, ops)
         total = cost if total is None else {c: total[c] + cost[c] for c in cell_types}
         count += 1
@@ -110,6 +113,8 @@ class EpochCosts:
         self.steps: dict[str, int] = {}
 
     def step(self, split: str, weights: Mapping[str, Tensor], grads: Mapping[str, Tensor] | None) -> None:
+        if grads is None:  # the observer sets needs_gradients, so the training loop always passes them
+            raise SelbenchError("cost-sign: the training loop passed no gradients ∂L/∂m to the cost observer")
         cost = cost_from_gradients(weights, grads, self.ops)
         sums = self.sums.setdefault(split, {})
         for cell_type, value in cost.items():

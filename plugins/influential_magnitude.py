@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from functools import partial
 from itertools import chain
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +61,7 @@ from selbench import (
     Selection,
     SelectionContext,
     Selector,
+    Supernet,
     batchnorm_mode,
     hookimpl,
 )
@@ -160,8 +161,12 @@ def taylor_loss_change(step: Tensor, gradient: Tensor | None, hessian_diagonal: 
     """ΔL ≈ g·δ + ½·H_oo·δ² per coordinate; ``order`` keeps the first, the second or both terms."""
     change = torch.zeros_like(step)
     if order in ("first", "full"):
+        if gradient is None:
+            raise ValueError(f"order={order!r} needs the gradient")
         change = change + gradient * step
     if order in ("second", "full"):
+        if hessian_diagonal is None:
+            raise ValueError(f"order={order!r} needs the Hessian diagonal")
         change = change + 0.5 * hessian_diagonal * step.square()
     return change
 
@@ -181,7 +186,7 @@ def validation_derivatives(supernet: nn.Module, batches: Iterable[Batch], point:
         loss = batch_loss(supernet, images, labels, like, wrt)
         if gradient_sum is not None:
             gradient_sum += len(labels) * grad(loss)(point)
-        if diagonal_sum is not None:
+        if diagonal_sum is not None and hessian_diagonal is not None:  # both or neither
             diagonal_sum += len(labels) * hessian_diagonal(loss, point)
         seen += len(labels)
     if seen == 0:
@@ -207,8 +212,8 @@ def select_by_influence(ctx: SelectionContext) -> Selection:
     order, wrt, limit = options["order"], options["wrt"], options["valid_batches"] or None
     cell_types = list(ctx.space.cell_types)
     weights = ctx.mixing_weights()
-    tables = {cell_type: ctx.supernet.alphas[cell_type].detach() for cell_type in cell_types} \
-        if wrt == "alpha" else weights
+    alphas = cast(Supernet, ctx.supernet).alphas  # nn.Module types a module's attributes as Tensor | Module
+    tables = {cell_type: alphas[cell_type].detach() for cell_type in cell_types} if wrt == "alpha" else weights
     point = flatten_tables(tables, cell_types)
 
     hessian_diagonal, hvps_per_batch = hessian_method(ctx, point.numel())

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Callable, ContextManager, Mapping
+from typing import Any, Callable, ContextManager, Mapping, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -56,12 +56,19 @@ from selbench import (
     Selection,
     SelectionContext,
     Selector,
+    Supernet,
     hookimpl,
 )
 
 log = logging.getLogger(__name__)
 
 ActiveOps = tuple[tuple[int, ...], ...]
+
+
+class OffersActiveOps(Protocol):
+    """A supernet with the optional ``active_ops`` of :class:`selbench.Supernet`."""
+
+    def active_ops(self, active: Mapping[str, ActiveOps]) -> ContextManager[None]: ...
 
 OPTIONS = {
     "edge_order": Option("random", "order of visiting undecided edges and prunable nodes: random (drawn from the "
@@ -156,7 +163,7 @@ class PerturbationSelector:
         edge = self._pick(cell.undecided())
         base = self.measure()
         quality = {op: self.measure(cell_type, edge, op) for op in self.space.selectable_ops}
-        chosen = min(quality, key=quality.get)  # first minimum: lower op index on ties
+        chosen = min(quality, key=quality.__getitem__)  # first minimum: lower op index on ties
         for op, value in quality.items():
             self.scores[cell_type][edge, op] = base - value
         cell.fix_op(edge, chosen)
@@ -169,9 +176,11 @@ class PerturbationSelector:
         node = self._pick(self.unpruned[cell_type])
         self.unpruned[cell_type].remove(node)
         inputs = [edge.index for edge in self.space.edges_into(node)]
-        while len(inputs) > self.space.in_degree:
+        in_degree = self.space.in_degree
+        assert in_degree is not None, "a space without a fixed in-degree has no prunable nodes"
+        while len(inputs) > in_degree:
             quality = {edge: self.measure(cell_type, edge) for edge in inputs}
-            dropped = max(quality, key=quality.get)  # first maximum: lower edge index on ties
+            dropped = max(quality, key=quality.__getitem__)  # first maximum: lower edge index on ties
             cell.remove_edge(dropped)
             inputs.remove(dropped)
             self._trace(f"{cell_type} cell: node {node} loses edge {dropped}", cell=cell_type, decision="remove-edge",
@@ -183,6 +192,7 @@ class PerturbationSelector:
         weights = self._weights(detach=True)
         active = self._active()
         if edge is not None:
+            assert cell_type is not None, "an edge is measured in its cell type"
             weights[cell_type] = weights[cell_type].clone()
             ops = list(active[cell_type])
             if op is None:
@@ -207,7 +217,7 @@ class PerturbationSelector:
 
     # -- helpers ---------------------------------------------------------------------------
     def _weights(self, detach: bool = False) -> dict[str, Tensor]:
-        alphas = self.supernet.alphas
+        alphas = cast(Supernet, self.supernet).alphas  # nn.Module types a module's attributes as Tensor | Module
         return {name: cell.weights(alphas[name].detach() if detach else alphas[name])
                 for name, cell in self.cells.items()}
 
@@ -215,7 +225,7 @@ class PerturbationSelector:
         return {name: cell.active() for name, cell in self.cells.items()}
 
     def _computing(self, active: Mapping[str, ActiveOps]) -> ContextManager:
-        return self.supernet.active_ops(active) if self.fast else contextlib.nullcontext()
+        return cast(OffersActiveOps, self.supernet).active_ops(active) if self.fast else contextlib.nullcontext()
 
     def _pick(self, candidates: list[int]) -> int:
         return self.ctx.rng.choice(candidates) if self.options["edge_order"] == "random" else min(candidates)

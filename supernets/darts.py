@@ -30,7 +30,7 @@ class DartsSpace(SearchSpace):
     def __init__(self, ops: Sequence[str] = DARTS_OPS, steps: int = 4):
         self.set_structure(ops, steps, known_ops=OPS)
 
-    def variant(self, ops: Sequence[str] | None = None, steps: int | None = None) -> "DartsSpace":
+    def variant(self, ops: Sequence[str] | None = None, steps: int | None = None) -> DartsSpace:
         return DartsSpace(self.ops if ops is None else ops, self.steps if steps is None else steps)
 
     def build_supernet(self, C: int = 16, layers: int = 8, num_classes: int = 10, steps: int | None = None,

@@ -26,7 +26,7 @@ edges into one grouped call measured slower on the CPU (oneDNN) than the separat
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,17 @@ from torch import Tensor, nn
 from .darts_ops import DilConv, FactorizedReduce, SepConv, Zero
 
 Term = Tensor | tuple[Tensor, Tensor]  # an op's w · o(x), or (w, x) for the identity, added with addcmul
+
+
+class SearchCellParts(Protocol):
+    """What the fast forward reads of a DARTS search cell (:class:`.darts_supernet.SearchCell`)."""
+
+    reduction: bool
+    _steps: int
+    _multiplier: int
+    _ops: nn.ModuleList  # one MixedOp per edge, its candidate ops in ``_ops``
+    preprocess0: Callable[[Tensor], Tensor]
+    preprocess1: Callable[[Tensor], Tensor]
 
 
 def scaled_batch_norm(bn: nn.BatchNorm2d, x: Tensor, scale: Tensor | None = None) -> Tensor:
@@ -46,7 +57,7 @@ def scaled_batch_norm(bn: nn.BatchNorm2d, x: Tensor, scale: Tensor | None = None
             momentum = 1.0 / float(bn.num_batches_tracked)
     use_batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
     track = not bn.training or bn.track_running_stats
-    weight = bn.weight
+    weight: Tensor | None = bn.weight
     if scale is not None:
         channels = scale.expand(x.shape[1]).contiguous()  # a stride-0 weight takes a slow CPU kernel
         weight = channels if weight is None else weight * channels
@@ -88,15 +99,19 @@ def pointwise(conv: nn.Conv2d, x: Tensor) -> Tensor:
     return conv(x)
 
 
+# nn.Sequential types its layers as nn.Module; the casts below name the layers the ops are built from.
 def _sep_conv(op: SepConv, node: NodeInputs, scale: Tensor) -> Tensor:
     _, depthwise1, pointwise1, bn1, relu, depthwise2, pointwise2, bn2 = op.op
-    hidden = scaled_batch_norm(bn1, pointwise(pointwise1, depthwise1(node.relu)))
-    return scaled_batch_norm(bn2, pointwise(pointwise2, depthwise2(relu(hidden))), scale)
+    hidden = scaled_batch_norm(cast(nn.BatchNorm2d, bn1),
+                               pointwise(cast(nn.Conv2d, pointwise1), depthwise1(node.relu)))
+    return scaled_batch_norm(cast(nn.BatchNorm2d, bn2),
+                             pointwise(cast(nn.Conv2d, pointwise2), depthwise2(relu(hidden))), scale)
 
 
 def _dil_conv(op: DilConv, node: NodeInputs, scale: Tensor) -> Tensor:
     _, depthwise, pointwise_conv, bn = op.op
-    return scaled_batch_norm(bn, pointwise(pointwise_conv, depthwise(node.relu)), scale)
+    return scaled_batch_norm(cast(nn.BatchNorm2d, bn),
+                             pointwise(cast(nn.Conv2d, pointwise_conv), depthwise(node.relu)), scale)
 
 
 def _factorized_reduce(op: FactorizedReduce, node: NodeInputs, scale: Tensor) -> Tensor:
@@ -105,7 +120,7 @@ def _factorized_reduce(op: FactorizedReduce, node: NodeInputs, scale: Tensor) ->
 
 def _pool_bn(op: nn.Sequential, node: NodeInputs, scale: Tensor) -> Tensor:
     pool, bn = op
-    return scaled_batch_norm(bn, node.pooled(pool), scale)
+    return scaled_batch_norm(cast(nn.BatchNorm2d, bn), node.pooled(pool), scale)
 
 
 def _is_pool_bn(op: nn.Module) -> bool:
@@ -113,8 +128,11 @@ def _is_pool_bn(op: nn.Module) -> bool:
             and isinstance(op[1], nn.BatchNorm2d))
 
 
-def scaled_op(op: nn.Module) -> Callable[[nn.Module, NodeInputs, Tensor], Tensor] | None:
-    """The function computing ``w · op(x)`` in one pass for ``op``'s kind, ``None`` for the identity and ``none``."""
+def scaled_op(op: nn.Module) -> Callable[[Any, NodeInputs, Tensor], Tensor] | None:
+    """The function computing ``w · op(x)`` in one pass for ``op``'s kind, ``None`` for the identity and ``none``.
+
+    It takes ``op`` itself as its first argument (its type depends on the kind, hence ``Any``).
+    """
     if isinstance(op, SepConv):
         return _sep_conv
     if isinstance(op, DilConv):
@@ -138,8 +156,9 @@ def mixed_edge_terms(mixed_op: nn.Module, node: NodeInputs, weights: Tensor,
     terms: list[Term] = []
     identity = None
     scales = weights.unbind(0)
-    for k in range(len(mixed_op._ops)) if active is None else active:
-        scale, op = scales[k], mixed_op._ops[k]
+    ops = cast(nn.ModuleList, mixed_op._ops)  # a MixedOp's candidate ops
+    for k in range(len(ops)) if active is None else active:
+        scale, op = scales[k], ops[k]
         compute = scaled_op(op)
         if compute is not None:
             terms.append(compute(op, node, scale))
@@ -175,18 +194,19 @@ def fast_cell_forward(cell: nn.Module, s0: Tensor, s1: Tensor, weights: Tensor,
 
     ``active[e]``, when given, lists the ops edge ``e`` computes (ascending); the rest count as zero.
     """
-    nodes = [NodeInputs(cell.preprocess0(s0)), NodeInputs(cell.preprocess1(s1))]
+    parts = cast(SearchCellParts, cell)  # nn.Module types a module's attributes as Tensor | Module
+    nodes = [NodeInputs(parts.preprocess0(s0)), NodeInputs(parts.preprocess1(s1))]
     rows = weights.unbind(0)
     offset = 0
-    for _ in range(cell._steps):
+    for _ in range(parts._steps):
         terms: list[Term] = []
         for j, node in enumerate(nodes):
             edge = offset + j
             edge_active = None if active is None else active[edge]
-            terms.extend(mixed_edge_terms(cell._ops[edge], node, rows[edge], edge_active))
+            terms.extend(mixed_edge_terms(parts._ops[edge], node, rows[edge], edge_active))
         offset += len(nodes)
-        nodes.append(NodeInputs(weighted_sum(terms, nodes[0].x, 2 if cell.reduction else 1)))
-    outputs = [node.x for node in nodes[-cell._multiplier:]]
+        nodes.append(NodeInputs(weighted_sum(terms, nodes[0].x, 2 if parts.reduction else 1)))
+    outputs = [node.x for node in nodes[-parts._multiplier:]]
     outputs[-1] = with_dense_gradient(outputs[-1])
     return torch.cat(outputs, dim=1)
 

@@ -48,7 +48,14 @@ class DiscreteCell(nn.Module):
                     h = drop_path(h, drop_prob)
                 total = h if total is None else total + h
             states.append(total)
-        return torch.cat([states[i] for i in self._concat], dim=1)
+        return torch.cat([_with_inputs(states[i]) for i in self._concat], dim=1)
+
+
+def _with_inputs(state: Tensor | None) -> Tensor:
+    """A concatenated node's output: a valid cell concatenates only nodes that have inputs."""
+    if state is None:
+        raise ValueError("the cell concatenates a node without inputs")
+    return state
 
 
 class AuxiliaryHeadCIFAR(nn.Module):
@@ -81,7 +88,7 @@ class DartsNetwork(nn.Module):
     def __init__(self, genotype: Genotype, C: int, num_classes: int, layers: int, auxiliary: bool,
                  stem_multiplier: int = 3, in_channels: int = 3):
         super().__init__()
-        self._auxiliary_at = 2 * layers // 3 if auxiliary else None
+        self._auxiliary_at: int | None = 2 * layers // 3 if auxiliary else None
         self.drop_path_prob = 0.0
 
         def make_cell(C_prev_prev: int, C_prev: int, C: int, reduction: bool,
@@ -93,9 +100,8 @@ class DartsNetwork(nn.Module):
         self.stem, self.cells, channels_after = stack_cells(make_cell, C=C, layers=layers,
                                                             stem_multiplier=stem_multiplier, in_channels=in_channels)
         C_prev = channels_after[-1]
-        C_to_auxiliary = channels_after[self._auxiliary_at] if auxiliary else None
-        if auxiliary:
-            self.auxiliary_head = AuxiliaryHeadCIFAR(C_to_auxiliary, num_classes)
+        if self._auxiliary_at is not None:  # auxiliary
+            self.auxiliary_head = AuxiliaryHeadCIFAR(channels_after[self._auxiliary_at], num_classes)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
 

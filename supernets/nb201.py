@@ -33,7 +33,7 @@ class Nb201Space(SearchSpace):
     def __init__(self, ops: Sequence[str] = NB201_OPS, steps: int = 3):
         self.set_structure(ops, steps, known_ops=OPS)
 
-    def variant(self, ops: Sequence[str] | None = None, steps: int | None = None) -> "Nb201Space":
+    def variant(self, ops: Sequence[str] | None = None, steps: int | None = None) -> Nb201Space:
         return Nb201Space(self.ops if ops is None else ops, self.steps if steps is None else steps)
 
     # -- the finite set of cells -------------------------------------------------------------

@@ -40,9 +40,8 @@ class Nb201SearchCell(nn.Module):
     def forward(self, x: Tensor, weights: Tensor, active: Sequence[Sequence[int]] | None = None) -> Tensor:
         """``active[e]``, when given, lists the ops edge ``e`` computes; an edge with none is skipped."""
         nodes = [x]
-        for incoming in self._edges_into:
-            if active is not None:
-                incoming = [e for e in incoming if active[e.index]]
+        for edges_in in self._edges_into:
+            incoming = edges_in if active is None else [e for e in edges_in if active[e.index]]
             terms = [self.edges[edge_key(e.src, e.dst)](nodes[e.src], weights[e.index],
                                                        None if active is None else active[e.index])
                      for e in incoming]

@@ -9,7 +9,7 @@ of state dicts that carry no α (as the original DARTS code writes them), and th
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,8 @@ def sum_of(terms: list[Tensor]) -> Tensor:
     return sum(terms[1:], terms[0])
 
 
-def mixed_sum(ops: Sequence[nn.Module], x: Tensor, weights: Tensor, active: Sequence[int] | None = None) -> Tensor:
+def mixed_sum(ops: nn.ModuleList | Sequence[nn.Module], x: Tensor, weights: Tensor,
+              active: Sequence[int] | None = None) -> Tensor:
     """Σ_o w_o · o(x) over ``ops``; with ``active`` (op indices, ascending) only those run, the rest count as zero."""
     if active is None:
         return sum(w * op(x) for w, op in zip(weights, ops))
@@ -38,7 +39,13 @@ def alphas_optional(module: nn.Module, incompatible) -> None:
     incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if not k.startswith("alphas.")]
 
 
-class SupernetBase:
+if TYPE_CHECKING:  # the mixin is only ever mixed into an nn.Module, whose methods it calls
+    _MixinBase = nn.Module
+else:
+    _MixinBase = object
+
+
+class SupernetBase(_MixinBase):
     """Mixin for ``nn.Module`` supernets; call :meth:`init_alphas` once the modules are built."""
 
     space: SearchSpace
@@ -87,13 +94,13 @@ class SupernetBase:
 
     def _checked_active(self, active: Mapping[str, Sequence[Sequence[int]]]) -> dict[str, ActiveOps]:
         """``active`` with each edge's op indices sorted (the order a full forward sums them in)."""
-        checked = {}
+        checked: dict[str, ActiveOps] = {}
         num_edges, num_ops = self.space.num_edges, len(self.space.ops)
-        for cell_type, per_edge in active.items():
+        for cell_type, given in active.items():
             if cell_type not in self.alphas:
                 raise ValueError(f"active ops for unknown cell type {cell_type!r}; "
                                  f"this supernet has {sorted(self.alphas)}")
-            per_edge = tuple(tuple(sorted(set(map(int, ops)))) for ops in per_edge)
+            per_edge = tuple(tuple(sorted(set(map(int, ops)))) for ops in given)
             if len(per_edge) != num_edges or any(not 0 <= k < num_ops for ops in per_edge for k in ops):
                 raise ValueError(f"active ops of the {cell_type} cell must list, for each of its {num_edges} edges, "
                                  f"op indices in 0..{num_ops - 1}; got {per_edge}")

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import selbench
+import selbench.testing
 
 
 def tiny_supernet(seed: int = 0, *, C: int = 4, layers: int = 2, steps: int = 4, ops=None, in_channels: int = 1,
@@ -24,14 +25,9 @@ def tiny_nb201_supernet(seed: int = 0, *, C: int = 4, N: int = 1, in_channels: i
 
 
 def tiny_data(seed: int = 0, *, n: int = 32, in_channels: int = 1, num_classes: int = 4, batch_size: int = 16):
-    """Learnable toy images: the class sets the mean brightness of a quadrant."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, num_classes, (2 * n,), generator=g)
-    images = 0.3 * torch.randn(2 * n, in_channels, 8, 8, generator=g)
-    for k in range(num_classes):
-        r, c = divmod(k % 4, 2)
-        images[labels == k, :, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4] += 1.0
-    return selbench.TensorData(train=(images[:n], labels[:n]), valid=(images[n:], labels[n:]), batch_size=batch_size)
+    """Learnable toy images (selbench.testing's): the class sets the mean brightness of a quadrant."""
+    return selbench.testing.tiny_data(n=n, channels=in_channels, classes=num_classes, batch_size=batch_size,
+                                      seed=seed)
 
 
 @pytest.fixture

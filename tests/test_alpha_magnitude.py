@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+
+import selbench
 from darts_reference import (
     DARTS_OPS,
     DARTS_PT_OPS,
@@ -18,8 +20,6 @@ from darts_reference import (
     REDUCE_8_EXPECTED,
     alpha_table,
 )
-
-import selbench
 from selbench import Genotype
 
 
@@ -36,7 +36,8 @@ def select_with(ops: list[str], alphas: dict[str, torch.Tensor]) -> selbench.Sel
 
 
 def test_golden_cells_with_none_largest_everywhere():
-    alphas = {"normal": alpha_table(DARTS_OPS, NORMAL_8, none=6.0), "reduce": alpha_table(DARTS_OPS, REDUCE_8, none=6.0)}
+    alphas = {"normal": alpha_table(DARTS_OPS, NORMAL_8, none=6.0),
+              "reduce": alpha_table(DARTS_OPS, REDUCE_8, none=6.0)}
     assert (alphas["normal"].argmax(dim=1) == 0).all() and (alphas["reduce"].argmax(dim=1) == 0).all()
     selection = select_with(DARTS_OPS, alphas)
     assert selection.genotype == Genotype({"normal": NORMAL_8_EXPECTED, "reduce": REDUCE_8_EXPECTED})
@@ -51,7 +52,8 @@ def test_golden_cells_in_the_darts_pt_space():
 
 def test_cell_types_are_selected_independently():
     """Swapping the two α tables swaps the two cells."""
-    alphas = {"normal": alpha_table(DARTS_OPS, REDUCE_8, none=6.0), "reduce": alpha_table(DARTS_OPS, NORMAL_8, none=6.0)}
+    alphas = {"normal": alpha_table(DARTS_OPS, REDUCE_8, none=6.0),
+              "reduce": alpha_table(DARTS_OPS, NORMAL_8, none=6.0)}
     selection = select_with(DARTS_OPS, alphas)
     assert selection.genotype == Genotype({"normal": REDUCE_8_EXPECTED, "reduce": NORMAL_8_EXPECTED})
 
@@ -76,7 +78,7 @@ def darts_rule(weights: list[list[float]], ops: list[str], steps: int = 4) -> li
     for node in range(steps):
         rows = weights[start : start + node + 2]
 
-        def strength(src: int) -> float:
+        def strength(src: int, rows: list[list[float]] = rows) -> float:
             return max(w for k, w in enumerate(rows[src]) if ops[k] != "none")
 
         kept = sorted(range(node + 2), key=lambda src: -strength(src))[:2]

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from selbench.cli import main
-from selbench.recipes.recipe import Recipe
 from selbench.plugins.cost_sign import COSTS
+from selbench.recipes.recipe import Recipe
 from selbench.report.trajectories import (
     load_run,
     summary_rows,

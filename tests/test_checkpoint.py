@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from darts_reference import DARTS_OPS, DARTS_PT_OPS
 
 import selbench
+from darts_reference import DARTS_OPS, DARTS_PT_OPS
 from selbench import CheckpointError
 
 
@@ -92,12 +92,14 @@ def test_space_arguments_given_explicitly_must_match(tmp_path):
 MISMATCHES = {
     "α with 5 ops": (dict(alpha=[torch.zeros(14, 5), torch.zeros(14, 5)]),
                      r"α of shape 14×5 fits no DARTS space \(expected 14×8 for DARTS or 14×7 for DARTS-PT\)"),
-    "α of 8 ops for a 7-op state dict": (dict(alpha=[torch.zeros(14, 8), torch.zeros(14, 8)]),
-                                         r"does not match a darts supernet .*\(missing: cells\.0\._ops\..*unexpected: "),
+    "α of 8 ops for a 7-op state dict": (
+        dict(alpha=[torch.zeros(14, 8), torch.zeros(14, 8)]),
+        r"does not match a darts supernet .*\(missing: cells\.0\._ops\..*unexpected: "),
     "reduce α of another shape": (dict(alpha=[torch.zeros(14, 7), torch.zeros(9, 7)]),
                                   r"wrong shape: alpha\[reduce\]"),
     "one α only": (dict(alpha=[torch.zeros(14, 7)]), r"'alpha' must be a list of 2 tensors \(normal, reduce\)"),
-    "flat α": (dict(alpha=[torch.zeros(98), torch.zeros(98)]), r"must be a 2-D tensor \[edges, ops\], got shape \(98,\)"),
+    "flat α": (dict(alpha=[torch.zeros(98), torch.zeros(98)]),
+               r"must be a 2-D tensor \[edges, ops\], got shape \(98,\)"),
     "state dict of another network": (dict(state_dict={"features.0.weight": torch.zeros(3)}),
                                       r"not a DARTS supernet state dict: it has no 'stem\.0\.weight'"),
 }
@@ -120,7 +122,8 @@ def test_state_dict_from_another_C_is_refused(tmp_path):
     data = torch.load(path, weights_only=True)
     data["state_dict"] = {k: v for k, v in large.state_dict().items() if not k.startswith("alphas.")}
     torch.save(data, path)
-    with pytest.raises(CheckpointError, match=r"does not match a darts supernet with C=2.*wrong shape: stem\.0\.weight"):
+    with pytest.raises(CheckpointError,
+                       match=r"does not match a darts supernet with C=2.*wrong shape: stem\.0\.weight"):
         selbench.load_supernet(path)
 
 

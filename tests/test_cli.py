@@ -9,6 +9,8 @@ import sys
 
 import pytest
 import torch
+
+import selbench
 from darts_reference import (
     DARTS_PT_OPS,
     NORMAL_7,
@@ -17,8 +19,6 @@ from darts_reference import (
     REDUCE_7_EXPECTED,
     alpha_table,
 )
-
-import selbench
 from selbench import Genotype, SelectionRun
 from selbench.cli import main
 

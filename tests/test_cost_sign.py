@@ -8,16 +8,10 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_data, tiny_supernet
-from selbench.plugins.cost_sign import (
-    cost_from_gradients,
-    op_costs,
-    top2_selection,
-    wiring_selection,
-)
 from torch import nn
 
 import selbench
+from conftest import tiny_data, tiny_supernet
 from selbench import (
     CellGenotype,
     Genotype,
@@ -27,6 +21,12 @@ from selbench import (
     Selection,
     SelectionRun,
     Selector,
+)
+from selbench.plugins.cost_sign import (
+    cost_from_gradients,
+    op_costs,
+    top2_selection,
+    wiring_selection,
 )
 
 NONE = selbench.NONE_OP
@@ -86,7 +86,8 @@ class LinearProbe(nn.Module):
         self.space = space
         shape = (space.num_edges, len(space.ops))
         self.alphas = nn.ParameterDict({c: nn.Parameter(torch.randn(shape)) for c in space.cell_types})
-        self.projections = nn.ParameterDict({c: nn.Parameter(torch.randn(*shape, in_features)) for c in space.cell_types})
+        self.projections = nn.ParameterDict({c: nn.Parameter(torch.randn(*shape, in_features))
+                                             for c in space.cell_types})
         self.register_buffer("not_none", torch.tensor([op != NONE for op in space.ops], dtype=torch.float32))
         self.classifier = nn.Linear(len(space.cell_types) * shape[0] * shape[1], num_classes, bias=False)
 
@@ -133,7 +134,8 @@ def test_none_cost_is_zero_because_its_gradient_is_and_is_forced_to_zero():
 
 
 # -- the derivations on hand-made costs ----------------------------------------------------------
-SPACE3 = selbench.get_space("darts").variant(steps=3)  # edges: node 2 <- 0,1 (e0,e1); 3 <- 0,1,2 (e2..e4); 4 <- 0..3 (e5..e8)
+# edges: node 2 <- 0,1 (e0,e1); 3 <- 0,1,2 (e2..e4); 4 <- 0..3 (e5..e8)
+SPACE3 = selbench.get_space("darts").variant(steps=3)
 
 
 def cost_table(entries: dict[int, dict[str, float]]) -> torch.Tensor:

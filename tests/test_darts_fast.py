@@ -6,14 +6,14 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+
+import selbench
 from conftest import tiny_supernet
+from selbench import batchnorm_mode
 from selbench.plugins.influential_magnitude import (
     batch_loss,
     hessian_vector_products,
 )
-
-import selbench
-from selbench import batchnorm_mode
 from selbench.train.loop import second_order_arch_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")

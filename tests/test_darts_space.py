@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from darts_reference import DARTS_OPS, DARTS_PT_OPS, DARTS_TEXT
 
 import selbench
+from darts_reference import DARTS_OPS, DARTS_PT_OPS, DARTS_TEXT
 from selbench import Genotype
 
 
@@ -250,3 +250,21 @@ def test_supernet_arguments_are_read_back_from_the_tensors(kwargs):
     supernet = space.build_supernet(**kwargs)
     inferred = space.infer_supernet_args(theta_state_dict(supernet), dict(supernet.alphas))
     assert inferred == supernet.space_args
+
+
+@pytest.mark.parametrize("channels", [2, 6, 8, 16])
+def test_strided_pointwise_conv_computes_the_strided_convolution(channels):
+    from selbench.supernets.darts_ops import StridedPointwiseConv
+
+    torch.manual_seed(0)
+    ours = StridedPointwiseConv(channels, 4, 2).to(memory_format=torch.channels_last)
+    plain = torch.nn.Conv2d(channels, 4, 1, stride=2, bias=False)
+    plain.load_state_dict(ours.state_dict())
+    x = torch.randn(8, channels, 8, 8).to(memory_format=torch.channels_last).requires_grad_()
+    y = ours(x)
+    expected = plain(x.detach().contiguous())
+    torch.testing.assert_close(y, expected, rtol=0, atol=1e-6)
+    (grad,) = torch.autograd.grad(y.square().sum(), x)
+    x_plain = x.detach().contiguous().requires_grad_()
+    (expected_grad,) = torch.autograd.grad(plain(x_plain).square().sum(), x_plain)
+    torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-6)

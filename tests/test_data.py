@@ -351,7 +351,10 @@ def test_splits_cover_their_images_once_per_pass():
     data = load_data(plain(), seed=0)
     train_images = selbench.get_dataset("digits").load(None).train_images
     theta, alpha = split_indices(len(train_images), subset=100, train_portion=0.5, seed=0)
-    as_rows = lambda idx: sorted(map(tuple, train_images[idx].flatten(1).tolist()))
+
+    def as_rows(idx):
+        return sorted(map(tuple, train_images[idx].flatten(1).tolist()))
+
     assert raw_rows(data, "train") == as_rows(theta)
     assert raw_rows(data, "valid") == as_rows(alpha)
     assert raw_rows(data, "train_full") == as_rows(torch.cat([theta, alpha]))
@@ -363,7 +366,10 @@ def test_splits_cover_their_images_once_per_pass():
 
 def test_train_reshuffles_each_pass_and_valid_keeps_its_order():
     data = load_data(plain(), seed=0)
-    labels = lambda split: torch.cat([y for _, y in data.batches(split)])
+
+    def labels(split):
+        return torch.cat([y for _, y in data.batches(split)])
+
     assert not torch.equal(labels("train"), labels("train"))
     assert torch.equal(labels("valid"), labels("valid"))
     assert torch.equal(labels("test"), labels("test"))

@@ -1,12 +1,13 @@
 """Genotype: the published DARTS cells, the three text forms, and clear errors for invalid cells."""
 from __future__ import annotations
 
+import dataclasses
 from collections import namedtuple
 
 import pytest
-from darts_reference import DARTS_TEXT, NB201_TEXT, PUBLISHED, expand
 
 import selbench
+from darts_reference import DARTS_TEXT, NB201_TEXT, PUBLISHED, expand
 from selbench import CellGenotype, Genotype, GenotypeError
 
 # What the original code's namedtuple sees when it evaluates a DARTS text form.
@@ -76,7 +77,7 @@ def test_genotype_is_immutable():
     genotype = darts_genotype("DARTS_V2")
     with pytest.raises(AttributeError):
         genotype.normal = []
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         genotype["normal"].concat = (2,)
 
 
@@ -166,7 +167,8 @@ UNREADABLE = {
                           r"normal_concat must be range\(a, b\) or a list of node indices"),
     "concat without its cell": ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], reduce_concat=[2])",
                                 r"reduce_concat has no matching cell list"),
-    "NB201 token without input": ("|nor_conv_3x3|+|skip_connect~0|nor_conv_3x3~1|", r"'nor_conv_3x3' is not of the form op~input"),
+    "NB201 token without input": ("|nor_conv_3x3|+|skip_connect~0|nor_conv_3x3~1|",
+                                  r"'nor_conv_3x3' is not of the form op~input"),
     "NB201 empty node": ("|nor_conv_3x3~0|+|", r"node '\|' is not of the form"),
     "JSON of something else": ('{"cells": 3}', r"not a selbench genotype JSON"),
     "JSON that does not parse": ('{"format": ', r"genotype JSON does not parse"),

@@ -8,8 +8,12 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_data, tiny_supernet
 from scipy.stats import spearmanr
+from torch.func import jvp
+
+import selbench
+from conftest import tiny_data, tiny_supernet
+from selbench import NONE_OP, OptionError, SelbenchError, SelectionContext, TensorData, batchnorm_mode
 from selbench.plugins.influential_magnitude import (
     NAME,
     batch_loss,
@@ -18,11 +22,6 @@ from selbench.plugins.influential_magnitude import (
     hutchinson_hessian_diagonal,
     removal_step,
 )
-from torch.func import jvp
-
-import selbench
-from selbench import batchnorm_mode
-from selbench import NONE_OP, OptionError, SelbenchError, SelectionContext, TensorData
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -34,7 +34,8 @@ REFERENCE_1 = cells([[(SEP3, 0), (SKIP, 1)], [(SEP3, 0), (SEP3, 1)]], [[(MAX, 0)
 # 7 of 8 choices as REFERENCE_0 (one op differs)
 PERTURBATION_0 = cells([[(SEP3, 0), (SEP3, 1)], [(SKIP, 0), (DIL3, 2)]], [[(MAX, 0), (MAX, 1)], [(SKIP, 2), (MAX, 0)]])
 # same normal cell as REFERENCE_1, reduce cell shares nothing: 4 of 8
-PERTURBATION_1 = cells([[(SEP3, 0), (SKIP, 1)], [(SEP3, 0), (SEP3, 1)]], [[(SEP3, 0), (SEP3, 1)], [(SKIP, 2), (SKIP, 0)]])
+PERTURBATION_1 = cells([[(SEP3, 0), (SKIP, 1)], [(SEP3, 0), (SEP3, 1)]],
+                       [[(SEP3, 0), (SEP3, 1)], [(SKIP, 2), (SKIP, 0)]])
 # variable in-degree: 7 choices, 6 of them in REFERENCE_0 (all 4 normal ones and 2 reduce ones): 6 / max(7, 8)
 COST_SIGN_0 = cells([[(SEP3, 0), (SEP3, 1)], [(SKIP, 0), (SEP3, 2), (MAX, 1)]], [[(MAX, 0)], [(SKIP, 2)]])
 
@@ -58,8 +59,9 @@ def fill(store: RunStore) -> None:
     for (recipe, selector), supernets in GRID.items():
         for supernet, (outcome, seconds, accuracies) in supernets.items():
             failed = isinstance(outcome, str)
-            selection = SelectionRun(Selection(genotype=None if failed else outcome, failure=outcome if failed else None),
-                                     selector=selector, distribution="selbench", version="0.1.0", seconds=seconds)
+            chosen = Selection(genotype=None if failed else outcome, failure=outcome if failed else None)
+            selection = SelectionRun(chosen, selector=selector, distribution="selbench", version="0.1.0",
+                                     seconds=seconds)
             record = SelectionRecord(recipe, supernet, int(supernet[-1]), selection)
             unit = store.run_unit("selection", {"recipe": recipe, "selector": selector, "supernet": supernet},
                                   lambda work, record=record: record.to_result())
@@ -189,7 +191,8 @@ def test_corrupt_and_foreign_records_are_reported_not_used(runs):
 
 
 def test_retrain_record_round_trips_and_rejects_failed_selections():
-    selection = SelectionRecord("demo", "sup0", 0, SelectionRun(Selection(genotype=REFERENCE_0), selector="alpha-magnitude"))
+    selection = SelectionRecord("demo", "sup0", 0,
+                                SelectionRun(Selection(genotype=REFERENCE_0), selector="alpha-magnitude"))
     record = RetrainRecord.from_score(selection, selection_key="k" * 64, retrain_seed=2, scorer="retrain",
                                       score={"test_accuracy": 0.5, "macs_m": 12.5, "epochs": 4, "artifacts": []})
     assert record.extra == {"epochs": 4} and record.macs_m == 12.5
@@ -213,3 +216,17 @@ def test_cli(runs, capsys, tmp_path):
 def test_render_rejects_unknown_format():
     with pytest.raises(SelbenchError, match="unknown leaderboard format"):
         render([], "html")
+
+
+def test_selection_records_carry_their_version_and_older_ones_still_read():
+    run = SelectionRun(Selection(genotype=REFERENCE_0, counters={"hvps": 3}), selector="alpha-magnitude",
+                       distribution="selbench", version="0.1.0", options={"a": 1}, seed=2, device="cpu", seconds=1.5,
+                       counters={"hvps": 3, "forward_passes": 4})
+    written = json.loads(json.dumps(run.to_dict()))
+    assert written["record_version"] == 2
+    assert SelectionRun.from_dict(written).to_dict() == written
+    before = {k: v for k, v in written.items() if k != "record_version"}  # as selbench wrote them before versions
+    back = SelectionRun.from_dict(before)
+    assert back.to_dict() == written and back.genotype == REFERENCE_0 and back.counters == run.counters
+    with pytest.raises(SelbenchError, match="selection record version 3 is newer than this selbench reads"):
+        SelectionRun.from_dict({**written, "record_version": 3})

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from darts_reference import DARTS_TEXT
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import selbench
+from darts_reference import DARTS_TEXT
 from selbench import count_macs, count_parameters
 
 

@@ -9,9 +9,9 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_nb201_supernet
 
 import selbench
+from conftest import tiny_nb201_supernet
 from selbench import (
     CellGenotype,
     CheckpointError,
@@ -63,7 +63,8 @@ def test_benchmark_strings_round_trip(space, text):
 @pytest.mark.parametrize("text, problem", [
     ("|nor_conv_3x3~0|+|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|", "node 2: 1 inputs"),
     ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|", "node 3: 2 inputs"),
-    ("|sep_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|", "op 'sep_conv_3x3'"),
+    ("|sep_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|",
+     "op 'sep_conv_3x3'"),
     ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|", "repeat"),
     ("|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|", "earlier node"),
 ])
@@ -180,7 +181,8 @@ def test_supernet_follows_the_protocol():
     arch = {id(p) for p in supernet.arch_parameters()}
     assert arch == {id(alpha)} and not theta & arch and theta | arch == {id(p) for p in supernet.parameters()}
     rebuilt = supernet.space.build_supernet(**supernet.space_args)
-    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in supernet.state_dict().items()}
+    assert ({k: v.shape for k, v in rebuilt.state_dict().items()}
+            == {k: v.shape for k, v in supernet.state_dict().items()})
     assert supernet(torch.randn(3, 1, 8, 8)).shape == (3, 4)
 
 

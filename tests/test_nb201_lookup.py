@@ -13,12 +13,12 @@ import statistics
 import sys
 
 import pytest
-from selbench.plugins import nb201_lookup
-from selbench.plugins.nb201_lookup import BENCHMARK_ENV, make_lookup_scorer
 from test_nb201 import BEST_CIFAR10, REFERENCE_EXAMPLE, hand_parameter_count
 
 import selbench
 from selbench import Genotype, SelbenchError
+from selbench.plugins import nb201_lookup
+from selbench.plugins.nb201_lookup import BENCHMARK_ENV, make_lookup_scorer
 from selbench.retrain.scoring import score_genotype
 
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"

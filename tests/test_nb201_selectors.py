@@ -14,10 +14,10 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_data, tiny_nb201_supernet
-from selbench.plugins.cost_sign import top2_selection, wiring_selection
 
 import selbench
+from conftest import tiny_data, tiny_nb201_supernet
+from selbench.plugins.cost_sign import top2_selection, wiring_selection
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,16 +8,16 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_data, tiny_supernet
-from selbench.plugins.cost_sign import COST_OBSERVER
 from torch.func import functional_call
 
 import selbench
-from selbench.recipes.recipe import Recipe
+from conftest import tiny_data, tiny_supernet
 from selbench.core.tensors import to_host
+from selbench.plugin.lookup import training_observers
+from selbench.plugins.cost_sign import COST_OBSERVER
+from selbench.recipes.recipe import Recipe
 from selbench.train.driver import train_supernet
 from selbench.train.loop import arch_step_for, search_epoch
-from selbench.plugin.lookup import training_observers
 from selbench.train.observers import ObserverSet
 
 pytestmark = pytest.mark.usefixtures("one_thread")

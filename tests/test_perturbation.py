@@ -12,9 +12,9 @@ from typing import Callable
 
 import pytest
 import torch
-from conftest import tiny_data, tiny_nb201_supernet, tiny_supernet
 
 import selbench
+from conftest import tiny_data, tiny_nb201_supernet, tiny_supernet
 from selbench import OptionError, SelectionContext, TensorData
 
 DARTS_PT_OPS = selbench.get_space("darts").ops[1:]

@@ -5,12 +5,12 @@ import json
 
 import pytest
 
+from selbench import Selection, SelectionRun
 from selbench.bench.grid import retrain_unit, run_grid, supernet_unit
 from selbench.bench.leaderboard import leaderboard
 from selbench.bench.records import SelectionRecord
 from selbench.bench.store import RunStore, Unit
 from selbench.recipes.recipe import load_recipe
-from selbench import Selection, SelectionRun
 
 MICRO = """
 description = "micro grid for tests"
@@ -84,7 +84,8 @@ def test_unit_keys_ignore_where_the_data_files_are(tmp_path):
 
     path = tmp_path / "micro.toml"
     path.write_text(MICRO)
-    result = SelectionRecord("micro", "0" * 64, 0, SelectionRun(Selection(genotype=None), selector="alpha-magnitude")).to_result()
+    failed = SelectionRun(Selection(genotype=None), selector="alpha-magnitude")
+    result = SelectionRecord("micro", "0" * 64, 0, failed).to_result()
     selection = Unit("selection", "1" * 64, tmp_path, {"result": result})
     configs = []
     for overrides in ([], ["data.root=/elsewhere", "data.download=true"]):

@@ -1,6 +1,9 @@
 """The plugin host: entry points, SELBENCH_DISABLE_PLUGINS, clashing names, selectors that need data."""
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 import sys
 import textwrap
 import types
@@ -136,3 +139,70 @@ def test_list_functions_name_the_built_ins():
     assert "alpha-magnitude" in selbench.list_selectors()
     assert "darts" in selbench.list_spaces()
     assert selbench.get_selector("alpha-magnitude").needs_data is False
+
+
+BROKEN_PLUGINS = {
+    "misspelled": ("""
+        import selbench
+
+        @selbench.hookimpl
+        def selbench_register_selector(register):  # the hook is selbench_register_selectors
+            pass
+        """, r"plugin 'misspelled' \(misspelled-dist 1\.0\) implements unknown hook selbench_register_selector; "
+             r"the hooks are .*selbench_register_selectors.*SELBENCH_DISABLE_PLUGINS=misspelled"),
+    "wrong-arguments": ("""
+        import selbench
+
+        @selbench.hookimpl
+        def selbench_register_selectors(add):
+            pass
+        """, r"plugin 'wrong-arguments' \(wrong-arguments-dist 1\.0\) does not fit selbench's hooks: .*add"),
+    "raising": ("""
+        import selbench
+
+        @selbench.hookimpl
+        def selbench_register_selectors(register):
+            register(selbench.Selector("raising", run=None), "an extra argument")
+        """, r"plugin 'raising' \(raising-dist 1\.0\) failed in selbench_register_selectors: TypeError: .*"
+             r"SELBENCH_DISABLE_PLUGINS=raising"),
+    "wrong-kind": ("""
+        import selbench
+
+        @selbench.hookimpl
+        def selbench_register_spaces(register):
+            register(selbench.Selector("not-a-space", run=None))
+        """, r"plugin 'wrong-kind' \(wrong-kind-dist 1\.0\) registered Selector\(name='not-a-space'.* as a space; "
+             r"selbench_register_spaces takes selbench.SearchSpace objects"),
+}
+
+
+@pytest.mark.parametrize("plugin", sorted(BROKEN_PLUGINS))
+def test_a_broken_installed_plugin_is_one_line_naming_it_and_exit_2(plugin, tmp_path):
+    body, message = BROKEN_PLUGINS[plugin]
+    module = plugin.replace("-", "_") + "_plugin"
+    fake_distribution(tmp_path, f"{plugin}-dist", plugin, module, body)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "selbench", "plugins"], capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert re.search(message, lines[0]), lines[0]
+    env["SELBENCH_DISABLE_PLUGINS"] = plugin  # the advice in the message works
+    assert subprocess.run([sys.executable, "-m", "selbench", "plugins"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=120).returncode == 0
+
+
+def test_an_observer_hook_that_raises_names_its_plugin(supernet):
+    @hookimpl
+    def selbench_selection_finished(selection):
+        raise RuntimeError("tracker offline")
+
+    logger = types.SimpleNamespace(selbench_selection_finished=selbench_selection_finished)
+    selbench.use_plugin_host(PluginHost(plugins=[("tracker", logger)]))
+    try:
+        with pytest.raises(PluginError, match=r"plugin 'tracker' failed in selbench_selection_finished: "
+                                              r"RuntimeError: tracker offline"):
+            selbench.select(supernet, "alpha-magnitude")
+    finally:
+        selbench.use_plugin_host(None)

@@ -5,9 +5,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from darts_reference import DARTS_TEXT
 
 import selbench
+from darts_reference import DARTS_TEXT
 from selbench import Genotype, PluginError, PluginHost, Scorer, hookimpl
 from selbench.retrain.scoring import score_genotype, validate_score
 
@@ -22,7 +22,8 @@ def fake_retrain(ctx):
 
 @pytest.fixture
 def host():
-    plugin = SimpleNamespace(selbench_register_scorers=hookimpl(lambda register: register(Scorer("fake", fake_retrain))))
+    register_scorers = hookimpl(lambda register: register(Scorer("fake", fake_retrain)))
+    plugin = SimpleNamespace(selbench_register_scorers=register_scorers)
     selbench.use_plugin_host(PluginHost([("fake-plugin", plugin)], entry_points=False))
     yield
     selbench.use_plugin_host(None)

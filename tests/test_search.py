@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_data, tiny_supernet
 from torch.func import functional_call
 
 import selbench
+from conftest import tiny_data, tiny_supernet
 from selbench.train.loop import (
     evaluate_supernet,
     finite_difference_hvp,
@@ -47,7 +47,10 @@ class SmoothMixture(torch.nn.Module):
     def __init__(self, features: int = 5, hidden: int = 4, classes: int = 3):
         super().__init__()
         g = torch.Generator().manual_seed(0)
-        make = lambda *shape: torch.nn.Parameter(torch.randn(*shape, generator=g, dtype=torch.float64))
+
+        def make(*shape):
+            return torch.nn.Parameter(torch.randn(*shape, generator=g, dtype=torch.float64))
+
         self.ops = torch.nn.ParameterList([make(features, hidden) for _ in range(3)])
         self.classifier = make(hidden, classes)
         self.alpha = make(3)
@@ -126,7 +129,8 @@ def test_second_order_step_follows_the_exact_unrolled_gradient():
     before = [a.detach().clone() for a in arch]
     theta_before = [w.detach().clone() for w in weights]
     a_optimizer = torch.optim.SGD(arch, lr=1.0)  # α ← α − grad: the step reveals the gradient
-    second_order_arch_step(supernet, a_optimizer, w_optimizer, hvp_epsilon=1e-7)(train_images, train_labels, valid_images, valid_labels)
+    arch_step = second_order_arch_step(supernet, a_optimizer, w_optimizer, hvp_epsilon=1e-7)
+    arch_step(train_images, train_labels, valid_images, valid_labels)
     used = [b - a.detach() for a, b in zip(arch, before)]
     assert relative_error(used, exact) < 1e-2
     first_order = torch.autograd.grad(loss_with(supernet, weights, valid_images, valid_labels), arch)

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -37,7 +38,7 @@ def run_with(target: Path, *args: str) -> subprocess.CompletedProcess:
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), environment.get("PYTHONPATH")]))
     result = subprocess.run([sys.executable, *args], cwd=target.parent, env=environment, capture_output=True,
                             text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     return result
 
 
@@ -82,6 +83,13 @@ def test_random_selector_is_registered_and_seeded(installed):
     # what the subprocess drew is exactly the documented sampler fed with random.Random(seed)
     module = load_module(installed)
     assert cells[2] == module.sample_genotype(space, random.Random(1))
+
+
+def test_the_example_passes_its_own_tests(installed):
+    """The example's tests (selbench.testing's fixtures and checks) pass against the installed distribution."""
+    tests = installed.parent / "source" / "tests"
+    summary = run_with(installed, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)).stdout.splitlines()[-1]
+    assert re.match(r"\d+ passed", summary) and "skipped" not in summary, summary
 
 
 def test_sampler_is_uniform_over_inputs_and_ops(installed):

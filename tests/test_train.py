@@ -98,8 +98,11 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path):
 
     expected, got = checkpoint_tensors(reference), checkpoint_tensors(resumed)
     assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
-    without_time = lambda path: [{k: v for k, v in e.items() if k != "seconds"}
-                                 for e in json.loads((path.parent / "supernet.json").read_text())["epochs"]]
+
+    def without_time(path):
+        return [{k: v for k, v in e.items() if k != "seconds"}
+                for e in json.loads((path.parent / "supernet.json").read_text())["epochs"]]
+
     assert without_time(reference) == without_time(resumed)
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, cast
 
 import torch
 
-from selbench.bench.records import RetrainRecord, SelectionRecord
+from selbench.bench.records import RecordError, RetrainRecord, SelectionRecord
 from selbench.bench.store import RunStore, Unit
 from selbench.core.errors import SelbenchError
 from selbench.core.options import resolve_options
@@ -59,7 +59,8 @@ def selection_unit(store: RunStore, recipe: Recipe, supernet: Unit, selector: st
     def compute(work) -> dict[str, Any]:
         net = load_supernet(supernet.artifact(CHECKPOINT_FILE))
         # this recipe, not the checkpoint's: a reused supernet may have found its data elsewhere
-        data = checkpoint_data(net.metadata, recipe=recipe, device=device) if registration.obj.needs_data else None
+        data = (checkpoint_data(cast(Mapping[str, Any], net.metadata), recipe=recipe, device=device)
+                if registration.obj.needs_data else None)  # metadata: attached by load_supernet
         try:
             selection = select(net, selector, data=data, seed=seed, device=device, **resolved)
         except SelbenchError:
@@ -81,7 +82,10 @@ def retrain_unit(store: RunStore, recipe: Recipe, selection: Unit, seed: int, de
               "data": without_location_keys("data", recipe.retrain_data()), "seed": seed}
 
     def compute(work) -> dict[str, Any]:
-        score = score_genotype(scorer, chosen.selection.genotype, recipe, seed=seed, device=device,
+        genotype = chosen.selection.genotype
+        if genotype is None:  # the grid retrains successful selections only
+            raise RecordError(f"selection {selection.key[:16]} failed; a failed selection has nothing to retrain")
+        score = score_genotype(scorer, genotype, recipe, seed=seed, device=device,
                                out_dir=work.directory)
         for name in score["artifacts"]:
             work.add_artifact(name)

@@ -32,7 +32,7 @@ import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
@@ -90,8 +90,9 @@ def load_records(runs_dir: str | os.PathLike, *, log: Callable[[str], None] | No
     store = RunStore(root, log=log)
     selections: list[SelectionRecord] = []
     retrains: list[RetrainRecord] = []
-    for kind, parse, into in (("selection", SelectionRecord.from_result, selections),
-                              ("retrain", RetrainRecord.from_result, retrains)):
+    sources: tuple[tuple[str, Callable[[Mapping[str, Any]], Any], list[Any]], ...] = (
+        ("selection", SelectionRecord.from_result, selections), ("retrain", RetrainRecord.from_result, retrains))
+    for kind, parse, into in sources:
         for unit in store.units(kind):
             if kind == "retrain" and unit.failed:
                 store.log(f"failed retrain {unit.short_key} left out: {unit.result.get('failure')}")
@@ -108,15 +109,15 @@ def build_rows(selections: Iterable[SelectionRecord], retrains: Iterable[Retrain
     """Aggregate records into sorted leaderboard rows (see the module docstring)."""
     selections_of: dict[tuple[str, str], list[SelectionRecord]] = defaultdict(list)
     retrains_of: dict[tuple[str, str], list[RetrainRecord]] = defaultdict(list)
-    for record in selections:
-        selections_of[record.recipe, record.selection.selector].append(record)
-    for record in retrains:
-        retrains_of[record.recipe, record.selector].append(record)
+    for selection in selections:
+        selections_of[selection.recipe, selection.selection.selector].append(selection)
+    for retrain in retrains:
+        retrains_of[retrain.recipe, retrain.selector].append(retrain)
     reference_cells: dict[tuple[str, str], list[Genotype]] = defaultdict(list)
     for (recipe, selector), records in selections_of.items():
         if selector == reference:
             for record in records:
-                if not record.failed:
+                if record.selection.genotype is not None:  # not failed
                     reference_cells[recipe, record.supernet_key].append(record.selection.genotype)
 
     rows = []
@@ -125,7 +126,8 @@ def build_rows(selections: Iterable[SelectionRecord], retrains: Iterable[Retrain
         accuracies = [100.0 * r.test_accuracy for r in scored]
         reference_accuracies = [100.0 * r.test_accuracy for r in retrains_of.get((recipe, reference), [])]
         overlaps = [shared_fraction(s.selection.genotype, ref)
-                    for s in chosen if not s.failed for ref in reference_cells[recipe, s.supernet_key]]
+                    for s in chosen if s.selection.genotype is not None  # not failed
+                    for ref in reference_cells[recipe, s.supernet_key]]
         rows.append(Row(
             recipe=recipe,
             selector=selector,

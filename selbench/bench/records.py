@@ -60,7 +60,7 @@ class SelectionRecord:
                 "supernet_seed": self.supernet_seed}
 
     @classmethod
-    def from_result(cls, result: Mapping[str, Any]) -> "SelectionRecord":
+    def from_result(cls, result: Mapping[str, Any]) -> SelectionRecord:
         _require(result, _CONTEXT_FIELDS + ("selector", "genotype", "seconds"), "selection")
         fields = {k: v for k, v in result.items() if k not in _CONTEXT_FIELDS}
         try:
@@ -93,15 +93,16 @@ class RetrainRecord:
 
     @classmethod
     def from_score(cls, selection: SelectionRecord, *, selection_key: str, retrain_seed: int, scorer: str,
-                   score: Mapping[str, Any]) -> "RetrainRecord":
+                   score: Mapping[str, Any]) -> RetrainRecord:
         """Combine a (successful) selection with a scorer's validated result."""
-        if selection.selection.genotype is None:
-            raise RecordError(f"selection {selection_key[:16]} failed; a failed selection has nothing to retrain")
         chosen = selection.selection
+        genotype = chosen.genotype
+        if genotype is None:
+            raise RecordError(f"selection {selection_key[:16]} failed; a failed selection has nothing to retrain")
         return cls(
             recipe=selection.recipe, selector=chosen.selector, distribution=chosen.distribution,
             version=chosen.version, supernet_key=selection.supernet_key, supernet_seed=selection.supernet_seed,
-            selection_key=selection_key, retrain_seed=retrain_seed, scorer=scorer, genotype=chosen.genotype,
+            selection_key=selection_key, retrain_seed=retrain_seed, scorer=scorer, genotype=genotype,
             test_accuracy=float(score["test_accuracy"]), params_m=score.get("params_m"),
             macs_m=score.get("macs_m"), seconds=score.get("seconds"), device=score.get("device"),
             extra={k: v for k, v in score.items() if k not in SCORE_FIELDS})
@@ -114,7 +115,7 @@ class RetrainRecord:
         return out
 
     @classmethod
-    def from_result(cls, result: Mapping[str, Any]) -> "RetrainRecord":
+    def from_result(cls, result: Mapping[str, Any]) -> RetrainRecord:
         required = tuple(f.name for f in dataclasses.fields(cls)
                          if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
         _require(result, required, "retrain")

@@ -68,7 +68,8 @@ def canonical_json(config: Mapping[str, Any]) -> str:
     try:
         return json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise StoreError(f"unit configuration is not plain JSON ({exc}); convert paths, tensors and NaN first") from None
+        raise StoreError(f"unit configuration is not plain JSON ({exc}); "
+                         "convert paths, tensors and NaN first") from None
 
 
 def config_key(config: Mapping[str, Any]) -> str:
@@ -230,7 +231,7 @@ class RunStore:
             if not directory.is_dir() or "." in directory.name or not (directory / RECORD).exists():
                 continue
             unit, problem = _read_unit(kind, directory)
-            if problem is not None:
+            if unit is None:  # then ``problem`` says why
                 self.log(f"corrupt {kind} {directory.name}: {problem}; skipped")
                 continue
             yield unit

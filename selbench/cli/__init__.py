@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return int(args.handler(args) or 0)
     except SelbenchError as exc:
-        print(f"selbench: error: {exc}", file=sys.stderr)
+        print(f"selbench: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever it says
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("selbench: interrupted; finished work is kept, run the same command again to continue", file=sys.stderr)

@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"runs directory (default: ${RUNS_ENV} or ./runs)")
     parser.add_argument("--format", choices=FORMATS, default="markdown", help="output format (default: markdown)")
     parser.add_argument("--reference", default=REFERENCE_SELECTOR,
-                        help=f"selector the p-values and shared fractions compare against (default: {REFERENCE_SELECTOR})")
+                        help="selector the p-values and shared fractions compare against "
+                             f"(default: {REFERENCE_SELECTOR})")
 
 
 def run(args: argparse.Namespace) -> int:

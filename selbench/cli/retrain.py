@@ -8,7 +8,7 @@ from pathlib import Path
 from selbench.core.errors import GenotypeError
 from selbench.core.genotype import Genotype
 from selbench.recipes.recipe import load_recipe
-from selbench.retrain.from_scratch import retrain
+from selbench.retrain.scoring import score_genotype
 
 HELP = "retrain a genotype from scratch and report its test accuracy, parameters and multiply-adds"
 
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     genotype = read_genotype(args.genotype)
     recipe = load_recipe(args.recipe, args.overrides)
     out_dir = args.out or Path("runs") / "retrains" / f"{recipe.name}-seed{args.seed}"
-    result = retrain(genotype, recipe, seed=args.seed, device=args.device, out_dir=out_dir,
-                     progress=lambda label, done, total: print(f"{label}: epoch {done}/{total}", flush=True))
+    result = score_genotype("retrain", genotype, recipe, seed=args.seed, device=args.device, out_dir=out_dir,
+                            progress=lambda label, done, total: print(f"{label}: epoch {done}/{total}", flush=True))
     print(json.dumps({k: v for k, v in result.items() if k != "artifacts"}, indent=2))
     return 0

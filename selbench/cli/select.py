@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any, Mapping, cast
 
 from selbench.core.options import parse_assignments
 from selbench.plugin.lookup import get_selector
@@ -27,12 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    options = parse_assignments(args.option)
+    options: dict[str, Any] = parse_assignments(args.option)
     supernet = load_supernet(args.supernet, space=args.space)
     data = None
     if get_selector(args.selector).needs_data:
         recipe = load_recipe(args.recipe) if args.recipe else None
-        data = checkpoint_data(supernet.metadata, recipe=recipe, seed=args.seed, device=args.device)
+        metadata = cast(Mapping[str, Any], supernet.metadata)  # attached by load_supernet
+        data = checkpoint_data(metadata, recipe=recipe, seed=args.seed, device=args.device)
     selection = select(supernet, args.selector, data=data, seed=args.seed, device=args.device, **options)
     print(selection.genotype if selection.genotype is not None else f"failed selection: {selection.failure}")
     if args.out:

@@ -42,7 +42,7 @@ class CellGenotype:
     concat: tuple[int, ...]
 
     @classmethod
-    def of(cls, nodes: Sequence[Sequence[Sequence[Any]]], concat: Sequence[int]) -> "CellGenotype":
+    def of(cls, nodes: Sequence[Sequence[Sequence[Any]]], concat: Sequence[int]) -> CellGenotype:
         try:
             frozen = tuple(tuple((str(op), int(src)) for op, src in node) for node in nodes)
             return cls(frozen, tuple(int(c) for c in concat))
@@ -165,15 +165,17 @@ class Genotype:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_json(cls, data: "str | Mapping[str, Any]") -> "Genotype":
+    def from_json(cls, data: str | Mapping[str, Any]) -> Genotype:
         """Read the JSON written by :meth:`to_json` (a string or the decoded dict)."""
         if isinstance(data, str):
             try:
                 data = json.loads(data)
             except json.JSONDecodeError as exc:
                 raise GenotypeError(f"genotype JSON does not parse: {exc}") from None
-        if not isinstance(data, Mapping) or data.get("format") != JSON_FORMAT or not isinstance(data.get("cells"), Mapping):
-            raise GenotypeError(f"not a selbench genotype JSON (expected a 'format': '{JSON_FORMAT}' object with 'cells')")
+        if (not isinstance(data, Mapping) or data.get("format") != JSON_FORMAT
+                or not isinstance(data.get("cells"), Mapping)):
+            raise GenotypeError(
+                f"not a selbench genotype JSON (expected a 'format': '{JSON_FORMAT}' object with 'cells')")
         try:
             return cls({name: CellGenotype.of(c["nodes"], c["concat"]) for name, c in data["cells"].items()})
         except (KeyError, TypeError):
@@ -181,7 +183,7 @@ class Genotype:
 
     # -- parsing -------------------------------------------------------------------------
     @classmethod
-    def parse(cls, text: str) -> "Genotype":
+    def parse(cls, text: str) -> Genotype:
         """Parse the DARTS text form, the NAS-Bench-201 string or genotype JSON."""
         text = text.strip()
         if text.startswith("|"):
@@ -196,28 +198,31 @@ class Genotype:
         )
 
     @classmethod
-    def _parse_nb201(cls, text: str) -> "Genotype":
+    def _parse_nb201(cls, text: str) -> Genotype:
         nodes = []
         for part in text.split("+"):
             if not (part.startswith("|") and part.endswith("|") and len(part) > 2):
-                raise GenotypeError(f"NAS-Bench-201 string {_shorten(text)!r}: node {part!r} is not of the form |op~i|...|")
+                raise GenotypeError(
+                    f"NAS-Bench-201 string {_shorten(text)!r}: node {part!r} is not of the form |op~i|...|")
             node = []
             for token in part[1:-1].split("|"):
                 op, sep, src = token.rpartition("~")
                 if not sep or not op or not src.isdigit():
-                    raise GenotypeError(f"NAS-Bench-201 string {_shorten(text)!r}: {token!r} is not of the form op~input")
+                    raise GenotypeError(
+                        f"NAS-Bench-201 string {_shorten(text)!r}: {token!r} is not of the form op~input")
                 node.append((op, int(src)))
             nodes.append(node)
         return cls({NB201_CELL: CellGenotype.of(nodes, [len(nodes)])})
 
     @classmethod
-    def _parse_darts(cls, text: str) -> "Genotype":
+    def _parse_darts(cls, text: str) -> Genotype:
         try:
             call = ast.parse(text, mode="eval").body
         except SyntaxError as exc:
             raise GenotypeError(f"DARTS genotype text does not parse: {exc.msg} at column {exc.offset}") from None
         if not isinstance(call, ast.Call) or call.args or not call.keywords:
-            raise GenotypeError("DARTS genotype text must be Genotype(name=[...], name_concat=..., ...) with keywords only")
+            raise GenotypeError(
+                "DARTS genotype text must be Genotype(name=[...], name_concat=..., ...) with keywords only")
         fields = {kw.arg: kw.value for kw in call.keywords}
         cells = {}
         for name, node in fields.items():

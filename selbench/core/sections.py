@@ -6,11 +6,13 @@ kind of one-line error, naming where it came from.
 """
 from __future__ import annotations
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+import sys
 from typing import Any, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 from selbench.core.errors import SelbenchError
 from selbench.core.options import Option, OptionError

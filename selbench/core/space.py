@@ -65,7 +65,7 @@ class Supernet(Protocol):
     """
 
     alphas: Mapping[str, nn.Parameter]
-    space: "SearchSpace"
+    space: SearchSpace
     space_args: dict
 
     def forward(self, x: Tensor, weights: Mapping[str, Tensor] | None = None) -> Tensor: ...
@@ -141,7 +141,8 @@ class SearchSpace(ABC):
         """
         if set(genotype.cell_types) != set(self.cell_types):
             raise GenotypeError(
-                f"genotype has cell types {list(genotype.cell_types)}, the {self.name} space needs {list(self.cell_types)}")
+                f"genotype has cell types {list(genotype.cell_types)}, "
+                f"the {self.name} space needs {list(self.cell_types)}")
         for cell_type in self.cell_types:
             self._validate_cell(cell_type, genotype[cell_type], variable_in_degree)
 
@@ -158,7 +159,8 @@ class SearchSpace(ABC):
                 if not 0 <= src < dst:
                     raise GenotypeError(f"{where}, node {dst}: input {src} must be an earlier node (0..{dst - 1})")
                 if src not in live:
-                    raise GenotypeError(f"{where}, node {dst}: input {src} is a node without inputs; drop this edge too")
+                    raise GenotypeError(
+                        f"{where}, node {dst}: input {src} is a node without inputs; drop this edge too")
             sources = [src for _, src in node]
             if len(set(sources)) != len(sources):
                 raise GenotypeError(f"{where}, node {dst}: inputs {sources} repeat a node")
@@ -173,7 +175,8 @@ class SearchSpace(ABC):
         dead_in_concat = [c for c in cell.concat if c not in live]
         if not cell.concat or dead_in_concat:
             raise GenotypeError(
-                f"{where}: concat {list(cell.concat)} must list nodes that exist and have inputs (bad: {dead_in_concat})")
+                f"{where}: concat {list(cell.concat)} must list nodes that exist and have inputs "
+                f"(bad: {dead_in_concat})")
         if self.in_degree is None and cell.concat != self.default_concat:
             raise GenotypeError(
                 f"{where}: the cell output is node {self.nodes[-1]}, so concat must be {list(self.default_concat)}, "
@@ -194,7 +197,8 @@ class SearchSpace(ABC):
             table = scores[cell_type].detach().to("cpu", torch.float64)
             if tuple(table.shape) != (self.num_edges, len(self.ops)):
                 raise GenotypeError(
-                    f"scores for the {cell_type} cell have shape {tuple(table.shape)}, expected {(self.num_edges, len(self.ops))}")
+                    f"scores for the {cell_type} cell have shape {tuple(table.shape)}, "
+                    f"expected {(self.num_edges, len(self.ops))}")
             masked = table[:, selectable]
             best_value, best_pos = _first_max(masked)
             nodes = []
@@ -217,10 +221,12 @@ class SearchSpace(ABC):
         cells = {}
         for cell_type in self.cell_types:
             chosen = choices[cell_type]
-            nodes = [[(chosen[e.index], e.src) for e in self.edges_into(dst) if e.index in chosen] for dst in self.nodes]
+            nodes = [[(chosen[e.index], e.src) for e in self.edges_into(dst) if e.index in chosen]
+                     for dst in self.nodes]
             unknown = set(chosen) - {e.index for e in edges}
             if unknown:
-                raise GenotypeError(f"{cell_type} cell: edge indices {sorted(unknown)} do not exist in the {self.name} space")
+                raise GenotypeError(
+                    f"{cell_type} cell: edge indices {sorted(unknown)} do not exist in the {self.name} space")
             if self.in_degree is None:
                 concat = self.default_concat
             else:
@@ -240,15 +246,15 @@ class SearchSpace(ABC):
         self.steps = steps
 
     @abstractmethod
-    def variant(self, **structure: Any) -> "SearchSpace":
+    def variant(self, *args: Any, **structure: Any) -> SearchSpace:
         """The same space with another structure (e.g. ``ops=...``, ``steps=...``)."""
 
     @abstractmethod
-    def build_supernet(self, **kwargs: Any) -> nn.Module:
+    def build_supernet(self, *args: Any, **kwargs: Any) -> nn.Module:
         """A weight-sharing supernet following the :class:`Supernet` protocol."""
 
     @abstractmethod
-    def build_network(self, genotype: Genotype, **kwargs: Any) -> nn.Module:
+    def build_network(self, genotype: Genotype, *args: Any, **kwargs: Any) -> nn.Module:
         """The discrete network of ``genotype``, to be trained from scratch."""
 
     @abstractmethod

@@ -98,7 +98,8 @@ class SearchData:
     def _ordered(self, images: Tensor, labels: Tensor, indices: Tensor | None) -> Iterator[Batch]:
         count = len(labels) if indices is None else len(indices)
         for start in range(0, count, self.batch_size):
-            chosen = slice(start, start + self.batch_size) if indices is None else indices[start:start + self.batch_size]
+            stop = start + self.batch_size
+            chosen = slice(start, stop) if indices is None else indices[start:stop]
             yield normalize(images[chosen], self._mean, self._std), labels[chosen]
 
     def _augmented(self, indices: Tensor) -> Iterator[Batch]:

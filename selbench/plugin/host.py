@@ -86,7 +86,8 @@ class PluginHost:
         try:
             self.manager.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"{self.describe(name)} does not fit selbench's hooks: {exc}; fix or uninstall it, "
+            detail = " ".join(str(exc).split())  # pluggy's message spans lines
+            raise PluginError(f"{self.describe(name)} does not fit selbench's hooks: {detail}; fix or uninstall it, "
                               f"or set {DISABLE_ENV}={name}") from None
 
     def _check_hook_names(self) -> None:

@@ -22,15 +22,16 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 from torch import nn
 
@@ -89,7 +90,7 @@ class Recipe:
                 "selectors": {name: dict(options) for name, options in self.selectors.items()}}
 
     @classmethod
-    def from_dict(cls, recipe: Mapping[str, Any], *, where: str = "recipe") -> "Recipe":
+    def from_dict(cls, recipe: Mapping[str, Any], *, where: str = "recipe") -> Recipe:
         """Validate ``recipe`` (as :meth:`to_dict` writes it, or a parsed TOML file plus ``name``)."""
         unknown = sorted(set(recipe) - {"name", "description", "selectors", *SECTIONS})
         if unknown:

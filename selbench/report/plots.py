@@ -8,6 +8,7 @@ from selbench.core.errors import SelbenchError
 from selbench.report.trajectories import TrainingRun
 from selbench.train.trajectory import GROUPS, ObservedQuantity, Trajectories
 
+
 def pyplot() -> Any:
     """``matplotlib.pyplot`` on the Agg backend, or one clear error when matplotlib is not installed."""
     try:

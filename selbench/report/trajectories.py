@@ -13,16 +13,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence, cast
 
 import torch
 
 from selbench.core.errors import SelbenchError
 from selbench.core.files import read_json
-from selbench.core.space import space_layout
+from selbench.core.space import Supernet, space_layout
 from selbench.plugin.lookup import training_observers
 from selbench.train.record import CHECKPOINT_FILE, RECORD_FILE, RECORD_FORMAT
 from selbench.train.trajectory import GROUPS, EdgeLayout, ObservedQuantity, Trajectories
+
 
 @dataclass(frozen=True)
 class TrainingRun:
@@ -69,7 +70,7 @@ def _layout_from_checkpoint(checkpoint: Path) -> dict[str, Any]:
     if not checkpoint.is_file():
         raise SelbenchError(f"the record in {checkpoint.parent} names no cell layout and {checkpoint.name} is "
                             "missing; train the run again")
-    return space_layout(load_supernet(checkpoint).space)
+    return space_layout(cast(Supernet, load_supernet(checkpoint)).space)
 
 
 def _alpha_trajectories(records: Sequence[tuple[int, Any]], layout: EdgeLayout,
@@ -85,7 +86,10 @@ ALPHAS = ObservedQuantity("alphas", "largest softmax(α) of a non-none op", _alp
 
 
 def quantities() -> dict[str, tuple[str | None, ObservedQuantity]]:
-    """Every quantity `selbench analyze` knows, by name: (the observer whose records it reads, or None, the quantity)."""
+    """Every quantity `selbench analyze` knows, by name.
+
+    Each maps to (the observer whose records it reads, or None, the quantity).
+    """
     known: dict[str, tuple[str | None, ObservedQuantity]] = {ALPHAS.name: (None, ALPHAS)}
     for observer in training_observers():
         for quantity in observer.quantities:

@@ -143,7 +143,8 @@ def _resume(path: Path, network: nn.Module, optimizer: torch.optim.Optimizer, sc
 
 
 def _score(ctx: ScoringContext) -> dict[str, Any]:
-    return retrain(ctx.genotype, ctx.recipe, seed=ctx.seed, device=ctx.device, out_dir=ctx.out_dir, progress=ctx.progress)
+    return retrain(ctx.genotype, ctx.recipe, seed=ctx.seed, device=ctx.device, out_dir=ctx.out_dir,
+                   progress=ctx.progress)
 
 
 RETRAIN_SCORER = Scorer(name="retrain", score=_score,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeGuard
 
 import torch
 
@@ -94,5 +94,5 @@ def validate_score(scorer: str, result: Any) -> dict[str, Any]:
     return {**result, "test_accuracy": float(accuracy), "artifacts": list(artifacts)}
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

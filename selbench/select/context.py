@@ -11,6 +11,7 @@ from typing import (
     Iterator,
     Mapping,
     Protocol,
+    cast,
     runtime_checkable,
 )
 
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selbench.core.errors import SelbenchError
-from selbench.core.space import SearchSpace
+from selbench.core.space import SearchSpace, Supernet
 from selbench.core.tensors import Batch
 from selbench.train.loop import evaluate_supernet, search_epoch
 
@@ -58,7 +59,7 @@ class SelectionContext:
     def __init__(self, supernet: nn.Module, *, options: Mapping[str, Any], seed: int, device: torch.device,
                  data: SupernetData | None, selector: str, progress: Callable[[str, int, int], None] | None = None):
         self.supernet = supernet
-        self.space: SearchSpace = supernet.space
+        self.space: SearchSpace = cast(Supernet, supernet).space
         self.options = dict(options)
         self.seed = seed
         self.device = device
@@ -96,7 +97,8 @@ class SelectionContext:
 
     def mixing_weights(self) -> dict[str, Tensor]:
         """softmax(α) per cell type, detached."""
-        return {cell_type: F.softmax(alpha.detach(), dim=-1) for cell_type, alpha in self.supernet.alphas.items()}
+        alphas = cast(Supernet, self.supernet).alphas
+        return {cell_type: F.softmax(alpha.detach(), dim=-1) for cell_type, alpha in alphas.items()}
 
     @torch.no_grad()
     def evaluate(self, weights: Mapping[str, Tensor] | None = None, *, split: str = "valid",
@@ -130,9 +132,10 @@ class SelectionContext:
         """
         if epochs <= 0:
             return
-        w_optimizer = torch.optim.SGD(self.supernet.weight_parameters(), lr=lr, momentum=momentum,
+        net = cast(Supernet, self.supernet)
+        w_optimizer = torch.optim.SGD(net.weight_parameters(), lr=lr, momentum=momentum,
                                       weight_decay=weight_decay)
-        a_optimizer = torch.optim.Adam(self.supernet.arch_parameters(), lr=arch_lr, betas=(0.5, 0.999),
+        a_optimizer = torch.optim.Adam(net.arch_parameters(), lr=arch_lr, betas=(0.5, 0.999),
                                        weight_decay=arch_weight_decay) if train_alphas else None
         for epoch in range(epochs):
             search_epoch(self.supernet, self.batches("train"), lambda: self.batches("valid"),

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 import torch
 from torch import Tensor, nn
 
 from selbench.core.errors import CheckpointError, SelbenchError
 from selbench.core.files import atomic_torch_save
+from selbench.core.space import Supernet
 from selbench.data.loading import SearchData, load_data
 from selbench.plugin.lookup import get_space
 from selbench.recipes.recipe import Recipe
@@ -20,19 +21,20 @@ FORMAT_VERSION = 1
 
 def weights_state_dict(supernet: nn.Module) -> dict[str, Tensor]:
     """θ and the BN statistics, without α: the state dict the original DARTS code writes."""
-    arch = {id(p) for p in supernet.arch_parameters()}
+    arch = {id(p) for p in cast(Supernet, supernet).arch_parameters()}
     return {k: v.detach() for k, v in supernet.state_dict(keep_vars=True).items() if id(v) not in arch}
 
 
 def save_supernet(supernet: nn.Module, path: str | os.PathLike, **metadata: Any) -> None:
     """Save a supernet (space, its arguments, θ, α) plus JSON-like ``metadata``, atomically."""
+    net = cast(Supernet, supernet)
     payload = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
-        "space": supernet.space.name,
-        "space_args": dict(supernet.space_args),
+        "space": net.space.name,
+        "space_args": dict(net.space_args),
         "state_dict": {k: v.cpu() for k, v in weights_state_dict(supernet).items()},
-        "alphas": {cell_type: a.detach().cpu() for cell_type, a in supernet.alphas.items()},
+        "alphas": {cell_type: a.detach().cpu() for cell_type, a in net.alphas.items()},
         "metadata": metadata,
     }
     atomic_torch_save(payload, path)
@@ -91,9 +93,9 @@ def load_supernet(path: str | os.PathLike, *, space: str | None = None, **space_
     _check_compatible(supernet, state_dict, alphas, path, args)
     supernet.load_state_dict(state_dict, strict=True)
     with torch.no_grad():
-        for cell_type, alpha in supernet.alphas.items():
+        for cell_type, alpha in cast(Supernet, supernet).alphas.items():
             alpha.copy_(alphas[cell_type])
-    supernet.metadata = meta
+    supernet.metadata = meta  # type: ignore[assignment]  # nn.Module.__setattr__ is typed for tensors and modules only
     return supernet
 
 
@@ -103,7 +105,8 @@ def _check_compatible(supernet: nn.Module, state_dict: Mapping[str, Tensor], alp
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     resized = [k for k in expected if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
-    for cell_type, alpha in supernet.alphas.items():
+    net = cast(Supernet, supernet)
+    for cell_type, alpha in net.alphas.items():
         if cell_type not in alphas or tuple(getattr(alphas[cell_type], "shape", ())) != tuple(alpha.shape):
             resized.append(f"alpha[{cell_type}]")
     if missing or unexpected or resized:
@@ -111,7 +114,7 @@ def _check_compatible(supernet: nn.Module, state_dict: Mapping[str, Tensor], alp
                             for label, keys in (("missing", missing), ("unexpected", unexpected),
                                                 ("wrong shape", resized)) if keys)
         described = ", ".join(f"{k}={v}" for k, v in args.items() if k != "ops")
-        raise CheckpointError(f"checkpoint {path} does not match a {supernet.space.name} supernet with {described} "
+        raise CheckpointError(f"checkpoint {path} does not match a {net.space.name} supernet with {described} "
                               f"({details}); pass the matching space arguments")
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from selbench.core.errors import CheckpointError, SelbenchError
 from selbench.core.files import atomic_torch_save, atomic_write_json, read_json
+from selbench.core.space import Supernet
 from selbench.core.tensors import to_host
 from selbench.data.loading import SearchData, load_data
 from selbench.plugin.lookup import training_observers
@@ -66,14 +67,16 @@ def train_supernet(recipe: Recipe, *, seed: int, device: str | torch.device = "c
     data = load_data(recipe.data, seed=seed, device=device)
     torch.manual_seed(seed)
     supernet = recipe.build_supernet(num_classes=data.num_classes, in_channels=data.in_channels)
-    supernet.to(device, memory_format=preferred_memory_format(device))
-    w_optimizer = torch.optim.SGD(supernet.weight_parameters(), lr=search["lr"], momentum=search["momentum"],
+    net = cast(Supernet, supernet)
+    # nn.Module.to takes memory_format, but torch's overloads of it leave it out
+    supernet.to(device, memory_format=preferred_memory_format(device))  # type: ignore[call-overload]
+    w_optimizer = torch.optim.SGD(net.weight_parameters(), lr=search["lr"], momentum=search["momentum"],
                                   weight_decay=search["weight_decay"])
     a_optimizer = None if mode == "frozen-alpha" else torch.optim.Adam(
-        supernet.arch_parameters(), lr=search["arch_lr"], betas=(search["arch_beta1"], search["arch_beta2"]),
+        net.arch_parameters(), lr=search["arch_lr"], betas=(search["arch_beta1"], search["arch_beta2"]),
         weight_decay=search["arch_weight_decay"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, T_max=max(epochs, 1), eta_min=search["lr_min"])
-    watching = ObserverSet(training_observers() if observers is None else observers, supernet.space)
+    watching = ObserverSet(training_observers() if observers is None else observers, net.space)
     observer = watching if watching.observers else None
     arch_step = arch_step_for(mode, supernet, w_optimizer=w_optimizer, a_optimizer=a_optimizer,
                               hvp_epsilon=search["hvp_epsilon"], observer=observer)
@@ -82,7 +85,8 @@ def train_supernet(recipe: Recipe, *, seed: int, device: str | torch.device = "c
         raise SelbenchError(f"recipe {recipe.name!r}: search.mode {mode!r} learns α on the 'valid' split, which "
                             f"data.train_portion = {recipe.data['train_portion']} leaves empty; lower train_portion")
 
-    parts = dict(supernet=supernet, w_optimizer=w_optimizer, a_optimizer=a_optimizer, scheduler=scheduler, data=data)
+    parts: dict[str, Any] = dict(supernet=supernet, w_optimizer=w_optimizer, a_optimizer=a_optimizer,
+                                 scheduler=scheduler, data=data)
     history: list[dict[str, Any]] = []
     seconds_before = 0.0
     if state_path.exists():
@@ -112,7 +116,8 @@ def train_supernet(recipe: Recipe, *, seed: int, device: str | torch.device = "c
     save_supernet(supernet, checkpoint_path, recipe=recipe.to_dict(), recipe_name=recipe.name, seed=seed, mode=mode,
                   epochs=epochs, alpha_split=ALPHA_SPLIT[mode], config_hash=config_hash,
                   train_accuracy=last.get("train_accuracy"), valid_accuracy=last.get("valid_accuracy"))
-    atomic_write_json(run_record(recipe, seed, mode, config_hash, supernet.space, history, seconds, device), record_path)
+    record = run_record(recipe, seed, mode, config_hash, net.space, history, seconds, device)
+    atomic_write_json(record, record_path)
     state_path.unlink(missing_ok=True)
     return checkpoint_path
 
@@ -158,7 +163,8 @@ def _epoch_record(epoch: int, lr: float, train: Mapping[str, Tensor], valid: Map
         "valid_loss": valid["loss"] if valid is not None else None,
         "valid_accuracy": valid["accuracy"] if valid is not None else None,
         "seconds": seconds,
-        "alpha_softmax": {cell_type: alpha.detach().softmax(dim=-1) for cell_type, alpha in supernet.alphas.items()},
+        "alpha_softmax": {cell_type: alpha.detach().softmax(dim=-1)
+                          for cell_type, alpha in cast(Supernet, supernet).alphas.items()},
         "observers": dict(observed),
     })
 

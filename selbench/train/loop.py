@@ -17,7 +17,7 @@ and passes it in as the step's mixing weights.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from selbench.core.errors import SelbenchError
+from selbench.core.space import Supernet
 
 SEARCH_MODES = ("single-level", "bilevel-1st", "bilevel-2nd", "frozen-alpha")
 
@@ -69,7 +70,8 @@ def observed_mixing(supernet: nn.Module, observer: StepObserver | None,
     """
     if observer is None:
         return weights_fn() if weights_fn is not None else None
-    mixing = {cell_type: F.softmax(alpha, dim=-1) for cell_type, alpha in supernet.alphas.items()}
+    alphas = cast(Supernet, supernet).alphas
+    mixing = {cell_type: F.softmax(alpha, dim=-1) for cell_type, alpha in alphas.items()}
     if observer.needs_gradients:
         for weights in mixing.values():
             if weights.requires_grad:
@@ -156,7 +158,7 @@ def second_order_arch_step(supernet: nn.Module, a_optimizer: torch.optim.Optimiz
     An ``observer`` sees the validation loss's ∂L_val(w', α)/∂m, the direct term's source.
     """
     _no_custom_weights(observer, weights_fn)
-    arch = list(supernet.arch_parameters())
+    arch = list(cast(Supernet, supernet).arch_parameters())
     arch_ids = {id(a) for a in arch}
     named_weights = [(name, p) for name, p in supernet.named_parameters() if id(p) not in arch_ids]
     names = [name for name, _ in named_weights]
@@ -177,7 +179,8 @@ def second_order_arch_step(supernet: nn.Module, a_optimizer: torch.optim.Optimiz
         train_grads = torch.autograd.grad(train_loss, weights, allow_unused=True)
         w_prime = [w.requires_grad_() for w in unrolled_weights(weights, train_grads, w_optimizer)]
         mixing = observed_mixing(supernet, observer, weights_fn)
-        watched = list(mixing.values()) if observer is not None and observer.needs_gradients else []
+        watching = observer is not None and observer.needs_gradients
+        watched = list(mixing.values()) if watching and mixing is not None else []
         grads = torch.autograd.grad(loss_at(w_prime, valid_images, valid_labels, mixing), arch + w_prime + watched,
                                     allow_unused=True)
         direct = _zeros_for_unused(grads[:len(arch)], arch)
@@ -206,11 +209,13 @@ def arch_step_for(mode: str, supernet: nn.Module, *, w_optimizer: torch.optim.Op
 
     ``observer`` watches the α steps (split ``valid``).
     """
+    if mode not in ("bilevel-1st", "bilevel-2nd"):
+        return None
+    if a_optimizer is None:
+        raise SelbenchError(f"search mode {mode!r} updates α and needs an α optimiser")
     if mode == "bilevel-1st":
         return first_order_arch_step(supernet, a_optimizer, weights_fn, observer)
-    if mode == "bilevel-2nd":
-        return second_order_arch_step(supernet, a_optimizer, w_optimizer, weights_fn, hvp_epsilon, observer)
-    return None
+    return second_order_arch_step(supernet, a_optimizer, w_optimizer, weights_fn, hvp_epsilon, observer)
 
 
 def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[], Iterable[Batch]] | None, *,
@@ -221,7 +226,8 @@ def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[]
     """One pass over ``train``; returns device tensors ``loss`` and ``accuracy`` (means over the epoch).
 
     Bi-level modes pair each training batch with the next validation batch; ``valid()``
-    starts a fresh pass over the validation split, called again whenever it runs out.  ``on_step`` runs after every θ update.
+    starts a fresh pass over the validation split, called again whenever it runs out.
+    ``on_step`` runs after every θ update.
     ``observer`` watches the θ steps (split ``train``); the α steps are watched by the
     observer ``arch_step`` was built with (:func:`arch_step_for`), or by this one when the
     step is built here.
@@ -238,18 +244,19 @@ def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[]
         arch_step = arch_step_for(mode, supernet, w_optimizer=w_optimizer, a_optimizer=a_optimizer,
                                   weights_fn=weights_fn, observer=observer)
     supernet.train()
-    weights = list(supernet.weight_parameters())
-    valid_batches = _cycle(valid) if bilevel else None
+    weights = list(cast(Supernet, supernet).weight_parameters())
+    valid_batches = _cycle(valid) if bilevel and valid is not None else None
+    single_level_optimizer = a_optimizer if mode == "single-level" else None
     loss_sum = torch.zeros(())
     correct = torch.zeros(())
     seen = 0
     for images, labels in train:
-        if bilevel:
+        if valid_batches is not None and arch_step is not None:  # the bi-level modes
             valid_images, valid_labels = next(valid_batches)
             arch_step(images, labels, valid_images, valid_labels)
         w_optimizer.zero_grad(set_to_none=True)
-        if mode == "single-level":
-            a_optimizer.zero_grad(set_to_none=True)
+        if single_level_optimizer is not None:
+            single_level_optimizer.zero_grad(set_to_none=True)
         mixing = observed_mixing(supernet, observer, weights_fn)
         logits = supernet(images, mixing)
         loss = F.cross_entropy(logits, labels)
@@ -257,8 +264,8 @@ def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[]
         report_step(observer, "train", mixing)
         nn.utils.clip_grad_norm_(weights, grad_clip)
         w_optimizer.step()
-        if mode == "single-level":
-            a_optimizer.step()
+        if single_level_optimizer is not None:
+            single_level_optimizer.step()
         if on_step is not None:
             on_step()
         loss_sum = loss_sum.to(loss.device) + loss.detach() * len(labels)
@@ -269,7 +276,7 @@ def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[]
     return {"loss": loss_sum / seen, "accuracy": correct / seen}
 
 
-def _cycle(start_pass: Callable[[], Iterable[Batch]]):
+def _cycle(start_pass: Callable[[], Iterable[Batch]]) -> Iterator[Batch]:
     while True:
         empty = True
         for batch in start_pass():
@@ -289,7 +296,8 @@ def evaluate_supernet(supernet: nn.Module, batches: Iterable[Batch], weights_fn:
     """
     was_training = supernet.training
     supernet.train(batch_statistics)
-    loss_sum = correct = None
+    loss_sum: Tensor | None = None
+    correct: Tensor | None = None
     seen = 0
     for images, labels in batches:
         logits = supernet(images, weights_fn() if weights_fn is not None else None)
@@ -299,6 +307,6 @@ def evaluate_supernet(supernet: nn.Module, batches: Iterable[Batch], weights_fn:
         correct = batch_correct if correct is None else correct + batch_correct
         seen += len(labels)
     supernet.train(was_training)
-    if seen == 0:
+    if seen == 0 or loss_sum is None or correct is None:
         raise SelbenchError("the evaluation split produced no batches")
     return {"loss": loss_sum / seen, "accuracy": correct / seen}

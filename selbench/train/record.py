@@ -29,7 +29,8 @@ def run_record(recipe: Any, seed: int, mode: str, config_hash: str, space: Searc
         "format": RECORD_FORMAT, "version": 1, "recipe_name": recipe.name, "recipe": recipe.to_dict(),
         "config_hash": config_hash, "seed": seed, "mode": mode, "alpha_split": ALPHA_SPLIT[mode],
         "space": space_layout(space), "epochs": history, "wall_seconds": seconds, "device": describe_device(device),
-        "torch_version": torch.__version__, "selbench_version": __version__, "python_version": platform.python_version(),
+        "torch_version": torch.__version__, "selbench_version": __version__,
+        "python_version": platform.python_version(),
         "checkpoint": CHECKPOINT_FILE,
     }
 

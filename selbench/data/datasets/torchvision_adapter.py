@@ -27,7 +27,7 @@ class TorchvisionDataset:
     description: str = "any torchvision.datasets class with in-memory images, as torchvision:ClassName"
     class_name: str | None = None
 
-    def variant(self, class_name: str) -> "TorchvisionDataset":
+    def variant(self, class_name: str) -> TorchvisionDataset:
         return TorchvisionDataset(name=f"torchvision:{class_name}", description=self.description,
                                   class_name=class_name)
 
