@@ -2,37 +2,48 @@
 
 An op is judged by what the supernet loses without it, not by the size of its α.
 
-* **Op decision** for edge e (undecided edges are visited in a random order drawn from the
-  seed): for each candidate op o, zero its mixing weight, w[e, o] = 0, without renormalising
-  the row (edges already decided keep their one-hot rows, undecided ones softmax(α)), and
-  measure the supernet on the validation split with BatchNorm using batch statistics.  The
-  edge is fixed one-hot to ``o* = argmin_o acc(w[e, o] = 0)``: the op whose removal hurts
-  most.  Ops that no valid cell may use (``none`` in DARTS) are not candidates.
+* **Op decision** for edge e (undecided edges visited in a random order, drawn as DARTS-PT
+  draws it: numpy's ``RandomState(seed)``, one uniform draw per event and cell type, normal
+  before reduce): for each candidate op o, zero its mixing weight, w[e, o] = 0, without
+  renormalising the row (edges already decided keep their one-hot rows, undecided ones
+  softmax(α)), and measure the supernet on the validation split with BatchNorm using batch
+  statistics.  The edge is fixed one-hot to ``o* = argmin_o acc(w[e, o] = 0)``: the op whose
+  removal hurts most; ties go to the lower op index.  Ops that no valid cell may use
+  (``none`` in DARTS) are not candidates.
 * **Topology decision** (spaces with a fixed in-degree, i.e. DARTS): for a node with more
-  than ``in_degree`` candidate inputs (nodes visited in random order), greedily zero the
-  whole row of the input edge whose removal leaves the *highest* accuracy, one edge at a
-  time, until ``in_degree`` inputs remain.  Spaces without a topology rule (NAS-Bench-201)
-  skip this step and ``none`` is a candidate op like any other.
+  than ``in_degree`` candidate inputs (nodes visited in random order), drop input edges one
+  round at a time until ``in_degree`` remain: each round measures every remaining input
+  with only that edge's row zeroed and drops the one whose removal leaves the *highest*
+  accuracy.  ``edge_greedy=reference`` (default, DARTS-PT's rule): edges dropped earlier at
+  the node stay active until the node is finished, ties drop the *last* tied edge;
+  ``cumulative``: a dropped edge is zeroed at once, ties drop the first.  Spaces without a
+  topology rule (NAS-Bench-201) skip this step and ``none`` is a candidate op like any other.
+* **Measurements** (``measure_data=augmented``, default, as DARTS-PT's projection queue): each
+  is a fresh, reshuffled pass over the validation split under the *training* augmentation
+  (crop, flip), drawn from a generator seeded with the selection seed on the data's device;
+  ``fixed``: the same unaugmented batches every time — less noisy, not the reference.
 * **Schedule**: one decision event per edge, then one per prunable node; each event decides
   for every cell type.  Between consecutive events the supernet is fine-tuned for
-  ``proj_intv`` epochs with SGD (lr 0.0025 constant, momentum 0.9, wd 3e-4) under the
-  current mixing weights, α training too unless ``tune_alphas=false``.  DARTS-PT also
-  tunes once more after the last event; that cannot change the genotype and is skipped.
+  ``proj_intv`` epochs (see :meth:`selbench.SelectionContext.finetune`: one SGD for θ at the
+  recipe's search lr / 10 kept for the whole selection, α continuing the checkpoint's Adam
+  unless ``tune_alphas=false``; α steps on augmented validation batches when measurements
+  are).  DARTS-PT also tunes once more after the last event; that cannot change the
+  genotype and is skipped.
 
-Ties go to the lower index: the lower op index for op decisions, the lower edge index for
-removals.  With ``crit=loss`` the quality of a supernet is its negative validation loss.
+With ``crit=loss`` the quality of a supernet is its negative validation loss.
 
-``Selection.scores[cell][e, o]`` is the quality drop when op o alone is removed from edge e,
-measured against the unperturbed supernet just before e was decided (one extra validation
-pass per decision); ops that are not candidates score 0, since removing ``none`` changes
-nothing.  Removals in the topology step compare edges, not ops, so they are not in
-``scores``; every decision, with its measurements and the visit order, is logged at DEBUG
-level on this module's logger (the record's ``perturbation`` attribute holds it as a dict).
+``Selection.scores[cell][e, o]`` is, without ``base_pass``, how bad the supernet is without
+op o on edge e — its validation error (``crit=acc``) or loss (``crit=loss``) — measured just
+before e was decided: larger = removing o hurts more.  With ``base_pass=true`` (one more pass
+per decision, which DARTS-PT does not take) it is the quality *drop* against the unperturbed
+supernet.  Ops that are not candidates score 0, since removing ``none`` changes nothing.
+Removals in the topology step compare edges, not ops, so they are not in ``scores``; every
+decision, with its measurements and the visit order, is logged at DEBUG level on this
+module's logger (the record's ``perturbation`` attribute holds it as a dict).
 
-Cost in validation passes per cell type: for each edge (candidate ops + 1), plus for each
-prunable node with k inputs k + (k - 1) + ... + (in_degree + 1).  DARTS-PT's 7-op DARTS
-space: 14 × 8 + 22 = 134 per cell type, 268 in all (the paper's 240 plus 28 reference
-passes for the scores).
+Cost in validation passes per cell type: for each edge its candidate ops (+ 1 with
+``base_pass``), plus for each prunable node with k inputs k + (k - 1) + ... + (in_degree + 1).
+DARTS-PT's 7-op DARTS space: 14 × 7 + 22 = 120 per cell type, 240 in all, as the paper.
 
 The fast implementation tells a supernet that offers ``active_ops`` (see
 :class:`selbench.Supernet`) which ops have non-zero weight, known on the host from the
@@ -46,6 +57,7 @@ import contextlib
 import logging
 from typing import Any, Callable, ContextManager, Mapping, Protocol, cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -71,12 +83,21 @@ class OffersActiveOps(Protocol):
     def active_ops(self, active: Mapping[str, ActiveOps]) -> ContextManager[None]: ...
 
 OPTIONS = {
-    "edge_order": Option("random", "order of visiting undecided edges and prunable nodes: random (drawn from the "
-                         "seed, as DARTS-PT) or fixed (by index)", ("random", "fixed")),
+    "edge_order": Option("random", "order of visiting undecided edges and prunable nodes: random (numpy's "
+                         "RandomState(seed), drawn in DARTS-PT's call order) or fixed (by index)", ("random", "fixed")),
     "crit": Option("acc", "what judges a removal: validation accuracy or validation loss", ("acc", "loss")),
+    "measure_data": Option("augmented", "batches of a measurement: augmented (a reshuffled pass of the valid split "
+                           "under the training crop/flip, fresh each measurement, as DARTS-PT) or fixed (the same "
+                           "unaugmented batches every time: less noise, not the reference)", ("augmented", "fixed")),
     "valid_batches": Option(0, "validation batches per measurement; 0 = the whole validation split", minimum=0),
     "bn": Option("train", "BatchNorm during measurements: batch statistics (train, as DARTS-PT) or running "
                  "statistics (eval)", ("train", "eval")),
+    "edge_greedy": Option("reference", "topology step: reference (each round zeroes only the edge under test; edges "
+                          "dropped at the node stay active until it is finished; ties drop the last edge, as "
+                          "DARTS-PT) or cumulative (each dropped edge is zeroed at once; ties drop the first)",
+                          ("reference", "cumulative")),
+    "base_pass": Option(False, "also measure the unperturbed supernet before each op decision (one more pass per "
+                        "edge, not in DARTS-PT) so that scores are drops relative to it"),
     "proj_intv": Option(5, "fine-tuning epochs between decision events; 0 = no fine-tuning", minimum=0),
     "tune_alphas": Option(True, "keep training α while fine-tuning (false: frozen α, DARTS-PT's variant)"),
     "implementation": Option("fast", "fast: skip ops whose weight is zero, on supernets that offer active_ops; "
@@ -143,6 +164,8 @@ class PerturbationSelector:
                        for cell_type in self.space.cell_types}
         self.prunable = self._prunable_nodes()
         self.unpruned = {cell_type: list(self.prunable) for cell_type in self.space.cell_types}
+        self.order = np.random.RandomState(ctx.seed)  # DARTS-PT draws its visit order from numpy's global RNG
+        self.augmented = self.options["measure_data"] == "augmented"
 
     def run(self) -> Selection:
         events: list[Callable[[str], None]] = [self.decide_op] * self.space.num_edges
@@ -161,30 +184,44 @@ class PerturbationSelector:
         """Fix the next edge to the op whose removal lowers the supernet's quality most."""
         cell = self.cells[cell_type]
         edge = self._pick(cell.undecided())
-        base = self.measure()
+        base = self.measure() if self.options["base_pass"] else None
         quality = {op: self.measure(cell_type, edge, op) for op in self.space.selectable_ops}
         chosen = min(quality, key=quality.__getitem__)  # first minimum: lower op index on ties
         for op, value in quality.items():
-            self.scores[cell_type][edge, op] = base - value
+            self.scores[cell_type][edge, op] = base - value if base is not None else self._badness(value)
         cell.fix_op(edge, chosen)
         self._trace(f"{cell_type} cell: edge {edge} takes {self.space.ops[chosen]}", cell=cell_type, decision="op",
                     edge=edge, op=self.space.ops[chosen], base=base, without_op=quality)
 
     def prune_node(self, cell_type: str) -> None:
-        """Remove a node's input edges one by one, always the one the supernet misses least."""
+        """Remove a node's input edges one by one, always the one the supernet misses least.
+
+        ``edge_greedy=reference``: every round measures each remaining input with only that
+        edge zeroed (edges dropped earlier at this node stay active until the node is done) and
+        ties drop the last edge; ``cumulative``: a dropped edge is zeroed at once, ties drop the first.
+        """
         cell = self.cells[cell_type]
         node = self._pick(self.unpruned[cell_type])
         self.unpruned[cell_type].remove(node)
         inputs = [edge.index for edge in self.space.edges_into(node)]
         in_degree = self.space.in_degree
         assert in_degree is not None, "a space without a fixed in-degree has no prunable nodes"
+        cumulative = self.options["edge_greedy"] == "cumulative"
+        dropped_here: list[int] = []
         while len(inputs) > in_degree:
             quality = {edge: self.measure(cell_type, edge) for edge in inputs}
-            dropped = max(quality, key=quality.__getitem__)  # first maximum: lower edge index on ties
-            cell.remove_edge(dropped)
+            best = max(quality.values())
+            tied = [edge for edge in inputs if quality[edge] == best]
+            dropped = tied[0] if cumulative else tied[-1]
+            if cumulative:
+                cell.remove_edge(dropped)
+            else:
+                dropped_here.append(dropped)
             inputs.remove(dropped)
             self._trace(f"{cell_type} cell: node {node} loses edge {dropped}", cell=cell_type, decision="remove-edge",
                         node=node, edge=dropped, without_edge=quality)
+        for edge in dropped_here:
+            cell.remove_edge(edge)
 
     def measure(self, cell_type: str | None = None, edge: int | None = None, op: int | None = None) -> float:
         """Quality (accuracy, or negative loss) of the projected supernet, with op ``op`` of ``edge``
@@ -204,7 +241,7 @@ class PerturbationSelector:
             active[cell_type] = tuple(ops)
         limit = self.options["valid_batches"] or None
         with self._computing(active):
-            accuracy, loss = self.ctx.evaluate(weights, limit=limit, bn=self.options["bn"])
+            accuracy, loss = self.ctx.evaluate(weights, limit=limit, bn=self.options["bn"], augmented=self.augmented)
         self.ctx.count("supernet_evaluations")
         return accuracy if self.options["crit"] == "acc" else -loss
 
@@ -213,7 +250,7 @@ class PerturbationSelector:
         """``proj_intv`` epochs of the harness's loop under the current projection."""
         with self._computing(self._active()):
             self.ctx.finetune(self.options["proj_intv"], weights=self._weights,
-                              train_alphas=self.options["tune_alphas"])
+                              train_alphas=self.options["tune_alphas"], augmented_valid=self.augmented)
 
     # -- helpers ---------------------------------------------------------------------------
     def _weights(self, detach: bool = False) -> dict[str, Tensor]:
@@ -228,7 +265,13 @@ class PerturbationSelector:
         return cast(OffersActiveOps, self.supernet).active_ops(active) if self.fast else contextlib.nullcontext()
 
     def _pick(self, candidates: list[int]) -> int:
-        return self.ctx.rng.choice(candidates) if self.options["edge_order"] == "random" else min(candidates)
+        """A uniform draw from the ascending ``candidates`` as DARTS-PT's ``np.random.choice``, or the first."""
+        ordered = sorted(candidates)
+        return ordered[self.order.randint(0, len(ordered))] if self.options["edge_order"] == "random" else ordered[0]
+
+    def _badness(self, quality: float) -> float:
+        """How bad the supernet is at ``quality``: the error rate (crit=acc) or the loss (crit=loss)."""
+        return 1.0 - quality if self.options["crit"] == "acc" else -quality
 
     def _prunable_nodes(self) -> list[int]:
         if self.space.in_degree is None:

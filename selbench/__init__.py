@@ -31,6 +31,7 @@ from selbench.recipes.recipe import Recipe, list_recipes, load_recipe
 from selbench.retrain.macs import count_macs, count_parameters
 from selbench.retrain.scorer import Scorer, ScoringContext
 from selbench.select.context import (
+    AugmentingData,
     SelectionContext,
     SupernetData,
     TensorData,
@@ -38,15 +39,17 @@ from selbench.select.context import (
 )
 from selbench.select.contract import Selection, SelectionRun, Selector
 from selbench.select.run import select
-from selbench.train.checkpoint import load_supernet, read_checkpoint, save_supernet
+from selbench.train.checkpoint import DartsOutputWarning, load_supernet, read_checkpoint, save_supernet
 from selbench.train.driver import train_supernet
 from selbench.train.observers import EpochObserver, TrainingObserver
 from selbench.train.trajectory import EdgeLayout, ObservedQuantity, Trajectories
 
 __all__ = [
+    "AugmentingData",
     "Batch",
     "CellGenotype",
     "CheckpointError",
+    "DartsOutputWarning",
     "Dataset",
     "Edge",
     "EdgeLayout",

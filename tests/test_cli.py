@@ -12,6 +12,7 @@ import torch
 
 import selbench
 from darts_reference import (
+    DARTS_OPS,
     DARTS_PT_OPS,
     NORMAL_7,
     NORMAL_7_EXPECTED,
@@ -140,3 +141,22 @@ def test_more_bad_input_in_process(case, capsys, tmp_path, monkeypatch):
     assert len(lines) == 1 and lines[0].startswith("selbench: error: "), captured.err
     assert re.search(message, lines[0]), lines[0]
     assert captured.out == ""
+
+
+def test_select_on_darts_weights_reads_alphas_from_the_captured_stdout(tmp_path, capsys):
+    from test_checkpoint import write_darts_run
+
+    supernet, weights, stdout = write_darts_run(tmp_path, old_pytorch=True)
+    assert main(["select", str(weights), "--selector", "alpha-magnitude"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "bare DARTS state dict" in error and "--alphas FILE" in error
+
+    assert main(["select", str(weights), "--alphas", str(stdout), "--selector", "alpha-magnitude",
+                 "--ops", ",".join(DARTS_OPS)]) == 0
+    printed = capsys.readouterr()
+    assert Genotype.parse(printed.out.strip().splitlines()[-1]) == selbench.select(supernet, "alpha-magnitude").genotype
+    assert "selbench: warning:" in printed.err and "one epoch older than the weights" in printed.err
+
+    swapped = [DARTS_OPS[0], DARTS_OPS[2], DARTS_OPS[1], *DARTS_OPS[3:]]  # the pools cannot be told apart by shape
+    assert main(["select", str(weights), "--alphas", str(stdout), "--selector", "alpha-magnitude",
+                 "--ops", ",".join(swapped)]) == 0

@@ -335,6 +335,35 @@ def test_split_indices_are_disjoint_seeded_and_sized():
     assert len(theta) == 7 and len(alpha) == 3
 
 
+def test_ordered_split_is_dataset_order_theta_first_as_darts():
+    theta, alpha = split_indices(50000, subset=0, train_portion=0.5, seed=3, split="ordered")
+    assert torch.equal(theta, torch.arange(0, 25000)) and torch.equal(alpha, torch.arange(25000, 50000))
+    theta, alpha = split_indices(100, subset=40, train_portion=0.75, seed=9, split="ordered")
+    assert theta.tolist() == list(range(30)) and alpha.tolist() == list(range(30, 40))
+    with pytest.raises(selbench.SelbenchError, match="split 'sorted'"):
+        split_indices(10, subset=0, train_portion=0.5, seed=0, split="sorted")
+
+
+def test_split_key_is_stored_only_when_ordered_so_old_hashes_stay():
+    demo = selbench.load_recipe("demo")
+    assert "split" not in demo.data
+    assert demo.config_hash("supernet", "data", "search") == (
+        "0bdda9a48bcde60dd52b20f87eb767537faa01db5c14997e01ea9b50a3e22ae6")
+    assert selbench.load_recipe("demo", ["data.split=shuffled"]).config_hash() == demo.config_hash()
+    assert selbench.load_recipe("demo", ["data.split=ordered"]).data["split"] == "ordered"
+    for name in ("darts-cifar10", "darts-cifar10-2nd", "darts-pt-cifar10", "nb201-cifar10"):
+        assert selbench.load_recipe(name).data["split"] == "ordered"
+    with pytest.raises(selbench.SelbenchError, match="data.split must be one of shuffled, ordered"):
+        selbench.load_recipe("demo", ["data.split=random"])
+
+
+def test_ordered_split_serves_the_first_images_to_theta():
+    data = load_data(plain(split="ordered"), seed=5)
+    train_images = selbench.get_dataset("digits").load(None).train_images
+    assert raw_rows(data, "train") == sorted(map(tuple, train_images[:50].flatten(1).tolist()))
+    assert raw_rows(data, "valid") == sorted(map(tuple, train_images[50:100].flatten(1).tolist()))
+
+
 def plain(**changes):
     """Digits without random augmentation, so that batches can be compared with the raw images."""
     return {"dataset": "digits", "subset": 100, "batch_size": 16, "crop_padding": 0, "flip": False, **changes}

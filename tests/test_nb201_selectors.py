@@ -79,11 +79,13 @@ def masked_quality(supernet, batches, weights, crit: str) -> float:
 def test_perturbation_takes_per_edge_the_op_whose_masking_hurts_most(crit, seed, keeps_none):
     supernet, data = tiny_nb201_supernet(seed, C=3), tiny_data(seed)
     selection = selbench.select(supernet, "perturbation", data=data, seed=0, proj_intv=0, edge_order="fixed",
-                                crit=crit)
+                                crit=crit, measure_data="fixed", base_pass=True)
+    without_base = selbench.select(supernet, "perturbation", data=data, seed=0, proj_intv=0, edge_order="fixed",
+                                   crit=crit, measure_data="fixed")
 
     batches = valid_batches(data)
     weights = torch.softmax(supernet.alphas["cell"].detach(), dim=-1)
-    chosen, drops = [], torch.zeros(6, 5)
+    chosen, drops, badness = [], torch.zeros(6, 5), torch.zeros(6, 5)
     for edge in range(6):  # edges in index order; decided edges keep their one-hot row
         base = masked_quality(supernet, batches, weights, crit)
         quality = []
@@ -93,12 +95,16 @@ def test_perturbation_takes_per_edge_the_op_whose_masking_hurts_most(crit, seed,
             quality.append(masked_quality(supernet, batches, masked, crit))
         best = min(range(5), key=lambda k: (quality[k], k))
         drops[edge] = base - torch.tensor(quality)
+        badness[edge] = 1 - torch.tensor(quality) if crit == "acc" else -torch.tensor(quality)  # error or loss
         chosen.append(OPS[best])
         weights = weights.clone()
         weights[edge] = F.one_hot(torch.tensor(best), 5).float()
 
     assert str(selection.genotype) == cell_string(chosen)
     torch.testing.assert_close(selection.scores["cell"], drops, atol=1e-5, rtol=1e-4)
+    assert without_base.genotype == selection.genotype
+    torch.testing.assert_close(without_base.scores["cell"], badness, atol=1e-5, rtol=1e-4)
+    assert without_base.counters["supernet_evaluations"] == 30  # DARTS-PT takes no unperturbed pass
     # no topology step: 6 decisions × (5 masked ops + 1 reference) validation passes, no fine-tuning
     assert selection.counters["supernet_evaluations"] == 36 and selection.counters["finetune_steps"] == 0
     assert selection.scores["cell"][:, 0].abs().max() == 0  # masking `none` changes nothing

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from typing import Callable
 
 import pytest
@@ -102,7 +103,7 @@ def test_perturbation_picks_the_op_that_carries_the_signal_not_the_largest_alpha
     supernet, data = signal_op_supernet
     avg_pool, sep_conv = 0, 1
     magnitude = selbench.select(supernet, "alpha-magnitude")
-    perturbation = selbench.select(supernet, "perturbation", data=data, proj_intv=0)
+    perturbation = selbench.select(supernet, "perturbation", data=data, proj_intv=0, base_pass=True)
 
     assert dict((src, op) for op, src in magnitude.genotype["reduce"].nodes[0])[0] == "sep_conv_3x3"
     assert dict((src, op) for op, src in perturbation.genotype["reduce"].nodes[0])[0] == "avg_pool_3x3"
@@ -150,9 +151,10 @@ def test_topology_step_drops_the_useless_edge(useless_edge_supernet, crit, caplo
 
 # -- schedule, counters, options ----------------------------------------------------------------
 
-def expected_evaluations(space: selbench.SearchSpace) -> int:
-    """Per cell type: (candidates + 1) per edge; for a node with k > in_degree inputs, k + ... + (in_degree + 1)."""
-    per_cell = space.num_edges * (len(space.selectable_ops) + 1)
+def expected_evaluations(space: selbench.SearchSpace, base_pass: bool = False) -> int:
+    """Per cell type: candidates (+ 1 with the base pass) per edge; for a node with k > in_degree inputs,
+    k + ... + (in_degree + 1)."""
+    per_cell = space.num_edges * (len(space.selectable_ops) + base_pass)
     if space.in_degree is not None:
         for node in space.nodes:
             per_cell += sum(range(space.in_degree + 1, len(space.edges_into(node)) + 1))
@@ -164,15 +166,16 @@ def test_counters_follow_the_schedule():
     data = tiny_data()  # 2 batches per split
     selection = selbench.select(supernet, "perturbation", data=data, proj_intv=1)
     events = 9 + 2
-    evaluations = 2 * (9 * 4 + (3) + (4 + 3))
+    evaluations = 2 * (9 * 3 + (3) + (4 + 3))
     assert expected_evaluations(supernet.space) == evaluations
     assert selection.counters["supernet_evaluations"] == evaluations
     assert selection.counters["forward_passes"] == 2 * evaluations
     assert selection.counters["finetune_steps"] == (events - 1) * 2
 
-    limited = selbench.select(supernet, "perturbation", data=data, proj_intv=0, valid_batches=1)
+    limited = selbench.select(supernet, "perturbation", data=data, proj_intv=0, valid_batches=1, base_pass=True)
     assert limited.counters["finetune_steps"] == 0
-    assert limited.counters["forward_passes"] == evaluations
+    assert limited.counters["forward_passes"] == expected_evaluations(supernet.space, base_pass=True) == (
+        evaluations + 2 * 9)
 
 
 def test_same_seed_same_genotype_and_the_seed_sets_the_visit_order(caplog):
@@ -323,3 +326,117 @@ def test_active_ops_context_sets_the_default_and_restores_it():
     assert torch.equal(after, full) and not torch.allclose(after, explicit)
     with pytest.raises(ValueError, match="edges"):
         supernet(images, active={"reduce": [(0,)]})
+
+
+# -- DARTS-PT's rules, on a hand-made supernet -------------------------------------------------------
+
+class TableSupernet(torch.nn.Module):
+    """A hand-made DARTS supernet whose validation accuracy is a table.
+
+    The accuracy depends only on which input edges of node ``node`` in the normal cell have a
+    zero mixing-weight row: ``table[removed source nodes]`` (1/2 for sets not in the table).
+    Image i (its first pixel holds i) has label i % 2 and is classified correctly iff
+    i < accuracy · n, so a pass over the n images measures exactly that accuracy.
+    """
+
+    def __init__(self, table: dict[frozenset[int], float], *, node: int, steps: int, n: int):
+        super().__init__()
+        self.space = selbench.get_space("darts").variant(ops=["skip_connect", "sep_conv_3x3"], steps=steps)
+        self.space_args: dict = {}
+        self.alphas = torch.nn.ParameterDict(
+            {c: torch.nn.Parameter(torch.zeros(self.space.num_edges, 2)) for c in self.space.cell_types})
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.table, self.n = table, n
+        self.inputs = {edge.index: edge.src for edge in self.space.edges_into(node)}
+
+    def forward(self, x, weights=None):
+        normal = (weights or {}).get("normal", torch.softmax(self.alphas["normal"], dim=-1))
+        removed = frozenset(src for edge, src in self.inputs.items() if not bool(normal[edge].abs().sum() > 0))
+        accuracy = self.table.get(removed, 0.5)
+        index = x[:, 0, 0, 0].round().long()
+        labels = index % 2
+        predicted = torch.where(index < round(accuracy * self.n), labels, 1 - labels)
+        return torch.nn.functional.one_hot(predicted, 2).float() * self.scale
+
+    def weight_parameters(self):
+        return iter([self.scale])
+
+    def arch_parameters(self):
+        return iter(self.alphas.values())
+
+
+def index_data(n: int = 40) -> TensorData:
+    images = torch.arange(n, dtype=torch.float32)[:, None, None, None].expand(n, 1, 2, 2).contiguous()
+    split = (images, torch.arange(n) % 2)
+    return TensorData(train=split, valid=split, batch_size=n)
+
+
+def kept_sources(selection, cell_type: str, node_position: int) -> list[int]:
+    return sorted(src for _, src in selection.genotype[cell_type].nodes[node_position])
+
+
+# Node 4 (inputs from nodes 0..3).  Alone, dropping 0 hurts least, then 1; but once 0 is gone,
+# dropping 2 hurts least.  Keeping dropped edges active (DARTS-PT) removes 0 then 1; zeroing
+# them at once (cumulative) removes 0 then 2.
+GREEDY_TABLE = {frozenset({0}): 0.9, frozenset({1}): 0.8, frozenset({2}): 0.5, frozenset({3}): 0.4,
+                frozenset({0, 1}): 0.3, frozenset({0, 2}): 0.95, frozenset({0, 3}): 0.2}
+
+
+@pytest.mark.parametrize("crit", ["acc", "loss"])
+def test_reference_topology_step_keeps_dropped_edges_active_until_the_node_is_done(crit, caplog):
+    supernet = TableSupernet(GREEDY_TABLE, node=4, steps=3, n=40)
+    runs = {}
+    for greedy in ("reference", "cumulative"):
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger=TRACE_LOGGER):
+            runs[greedy] = selbench.select(supernet, "perturbation", data=index_data(), proj_intv=0, crit=crit,
+                                           edge_greedy=greedy)
+        removals = [d for d in decisions(caplog) if d["decision"] == "remove-edge" and d["node"] == 4
+                    and d["cell"] == "normal"]
+        second_round = removals[1]["without_edge"]
+        if greedy == "reference":  # the round's measurements see edge 0→4 still active
+            accuracies = [0.8, 0.5, 0.4]  # removing 1, 2, 3 alone
+            # one-hot logits: cross-entropy log(1 + e⁻¹) when right, log(1 + e) when wrong
+            qualities = accuracies if crit == "acc" else [a - math.log1p(math.e) for a in accuracies]
+            measured = [second_round[supernet.space.edge_index(src, 4)] for src in (1, 2, 3)]
+            assert measured == pytest.approx(qualities, abs=1e-6)
+    assert kept_sources(runs["reference"], "normal", 2) == [2, 3]
+    assert kept_sources(runs["cumulative"], "normal", 2) == [1, 3]
+    default = selbench.select(supernet, "perturbation", data=index_data(), proj_intv=0, crit=crit)
+    assert default.genotype == runs["reference"].genotype
+
+
+def test_ties_drop_the_last_edge_by_default_and_the_first_when_cumulative():
+    supernet = TableSupernet({}, node=4, steps=3, n=40)  # every removal measures the same
+    reference = selbench.select(supernet, "perturbation", data=index_data(), proj_intv=0)
+    cumulative = selbench.select(supernet, "perturbation", data=index_data(), proj_intv=0, edge_greedy="cumulative")
+    for cell_type in ("normal", "reduce"):
+        assert [kept_sources(reference, cell_type, k) for k in (1, 2)] == [[0, 1], [0, 1]]
+        assert [kept_sources(cumulative, cell_type, k) for k in (1, 2)] == [[1, 2], [2, 3]]
+
+
+def test_random_visit_order_is_darts_pts_numpy_draws():
+    """DARTS-PT with --seed 2: np.random.choice over the undecided edges, normal then reduce per op event,
+    then over the remaining nodes per node event (its node ids 0, 1, 2 are nodes 3, 4, 5 here)."""
+    supernet = TableSupernet({}, node=5, steps=4, n=8)
+    with_logging = logging.getLogger(TRACE_LOGGER)
+    records: list[dict] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.perturbation)
+
+    handler = Keep(level=logging.DEBUG)
+    with_logging.addHandler(handler)
+    level = with_logging.level
+    with_logging.setLevel(logging.DEBUG)
+    try:
+        selbench.select(supernet, "perturbation", data=index_data(8), proj_intv=0, seed=2)
+    finally:
+        with_logging.removeHandler(handler)
+        with_logging.setLevel(level)
+    assert visit_order(records, "normal") == [8, 9, 13, 10, 2, 6, 5, 11, 7, 4, 12, 3, 0, 1]
+    assert visit_order(records, "reduce") == [13, 6, 2, 9, 1, 7, 8, 5, 4, 11, 10, 3, 0, 12]
+    nodes = {c: list(dict.fromkeys(d["node"] for d in records if d["decision"] == "remove-edge" and d["cell"] == c))
+             for c in ("normal", "reduce")}
+    assert nodes == {"normal": [4, 3, 5], "reduce": [3, 4, 5]}

@@ -62,7 +62,7 @@ def selection_unit(store: RunStore, recipe: Recipe, supernet: Unit, selector: st
         data = (checkpoint_data(cast(Mapping[str, Any], net.metadata), recipe=recipe, device=device)
                 if registration.obj.needs_data else None)  # metadata: attached by load_supernet
         try:
-            selection = select(net, selector, data=data, seed=seed, device=device, **resolved)
+            selection = select(net, selector, data=data, seed=seed, device=device, search=recipe.search, **resolved)
         except SelbenchError:
             raise
         except Exception as exc:  # a crashing selector is a failed selection, counted on the leaderboard

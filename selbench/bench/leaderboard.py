@@ -158,16 +158,22 @@ def render(rows: Sequence[Row], fmt: str = "markdown", *, reference: str = REFER
         return buffer.getvalue()
     if fmt not in _TABLEFMT:
         raise SelbenchError(f"unknown leaderboard format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    headers, table = text_table(rows, reference=reference)
+    return tabulate(table, headers=headers, tablefmt=_TABLEFMT[fmt], disable_numparse=True)
+
+
+def text_table(rows: Sequence[Row], *, reference: str = REFERENCE_SELECTOR) -> tuple[list[str], list[list[str]]]:
+    """The headers and formatted cells of the leaderboard table (markdown, LaTeX and the HTML report show these)."""
     headers = ["recipe", "selector", "runs", "test acc (%)", "best (%)", "params (M)", "select (s)",
                "retrain (h)", f"p vs {reference}", f"shared w/ {reference}", "failed"]
     table = [[
-        row.recipe, row.selector, row.runs,
+        row.recipe, row.selector, str(row.runs),
         _fmt(row.test_acc_mean, ".2f") + ("" if row.test_acc_std is None else f" ± {row.test_acc_std:.2f}"),
         _fmt(row.test_acc_best, ".2f"), _fmt(row.params_m_mean, ".2f"), _fmt(row.selection_seconds_mean, ".1f"),
         _fmt(row.retrain_hours, ".3f"), _fmt(row.p_value, ".3g"), _fmt(row.shared_with_reference, ".2f"),
         f"{row.failed_selections}/{row.selections}",
     ] for row in rows]
-    return tabulate(table, headers=headers, tablefmt=_TABLEFMT[fmt], disable_numparse=True)
+    return headers, table
 
 
 def leaderboard(runs_dir: str | os.PathLike, fmt: str = "markdown", *, reference: str = REFERENCE_SELECTOR,

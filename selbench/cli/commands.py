@@ -10,4 +10,6 @@ COMMANDS = [
     "demo",
     "leaderboard",
     "analyze",
+    "report",
+    "draw",
 ]

@@ -14,13 +14,21 @@ HELP = "retrain a genotype from scratch and report its test accuracy, parameters
 
 
 def read_genotype(text: str) -> Genotype:
-    """A genotype from a JSON file (genotype or selection JSON), DARTS text, or an NAS-Bench-201 string."""
+    """A genotype from a JSON file (genotype, selection JSON, or the record.json of a run store's selection or
+    retrain unit), a text file holding DARTS text or an NAS-Bench-201 string, DARTS text, or an NAS-Bench-201
+    string."""
+    if text.lstrip().startswith(("Genotype(", "|", "{")):
+        return Genotype.parse(text)
     path = Path(text)
-    if not text.lstrip().startswith(("Genotype(", "|", "{")) and path.suffix == ".json":
+    if path.suffix == ".json":
         if not path.is_file():
             raise GenotypeError(f"genotype file {path}: no such file")
         data = json.loads(path.read_text())
+        if isinstance(data, dict) and isinstance(data.get("result"), dict):  # a unit record of a run store
+            data = data["result"]
         return Genotype.from_json(data.get("genotype", data) if isinstance(data, dict) else data)
+    if path.is_file():
+        return Genotype.parse(path.read_text(encoding="utf-8"))
     return Genotype.parse(text)
 
 

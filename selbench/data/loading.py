@@ -36,6 +36,15 @@ DATA_DEFAULTS: dict[str, Any] = {
     "cutout": 0,  # side of the cutout square (DeVries & Taylor); 0 = no cutout
 }
 
+# [data] keys added after the first recipes.  A section holds one only when it differs from its
+# default, so recipes that leave it out keep their config hash and run-store keys.
+DATA_OPTIONAL_DEFAULTS: dict[str, Any] = {
+    # how the training set is cut into θ and α images: "shuffled" (a permutation seeded by the
+    # run's seed) or "ordered" (dataset order, θ first: DARTS's and DARTS-PT's split)
+    "split": "shuffled",
+}
+SPLIT_KINDS = ("shuffled", "ordered")
+
 
 # -- the supernet's data ------------------------------------------------------------------------
 class SearchData:
@@ -44,7 +53,8 @@ class SearchData:
     ``batches(split)`` starts a fresh pass over one of
 
     * ``"train"``: the θ portion of the training set, reshuffled every pass and augmented;
-    * ``"valid"``: the α portion, in a fixed order, not augmented (normalised only);
+    * ``"valid"``: the α portion, in a fixed order, not augmented (normalised only;
+      :meth:`augmented_batches` serves it reshuffled and augmented instead);
     * ``"train_full"``: the whole (subset of the) training set, reshuffled and augmented —
       what a discrete network is retrained on;
     * ``"test"``: the test set, fixed order, not augmented — for final scores only.
@@ -102,16 +112,27 @@ class SearchData:
             chosen = slice(start, stop) if indices is None else indices[start:stop]
             yield normalize(images[chosen], self._mean, self._std), labels[chosen]
 
-    def _augmented(self, indices: Tensor) -> Iterator[Batch]:
-        order = indices[torch.randperm(len(indices), generator=self.generator, device=self.device)]
+    def augmented_batches(self, split: str, generator: torch.Generator) -> Iterator[Batch]:
+        """A pass over ``"train"``, ``"valid"`` or ``"train_full"`` as training sees it: reshuffled and
+        augmented, drawing from ``generator`` (on :attr:`device`) instead of the data's own.
+
+        For ``"valid"`` this is DARTS-PT's projection queue: the α images under the training transform.
+        """
+        if split not in self._indices:
+            raise SelbenchError(f"split {split!r} has no augmented pass; splits with one: {', '.join(self._indices)}")
+        return self._augmented(self._indices[split], generator)
+
+    def _augmented(self, indices: Tensor, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        generator = self.generator if generator is None else generator
+        order = indices[torch.randperm(len(indices), generator=generator, device=self.device)]
         for start in range(0, len(order), self.batch_size):
             chosen = order[start:start + self.batch_size]
             images = self._train_images[chosen]
             if self.crop_padding or self.flip:
-                images = crop_and_flip(images, padding=self.crop_padding, flip=self.flip, generator=self.generator)
+                images = crop_and_flip(images, padding=self.crop_padding, flip=self.flip, generator=generator)
             images = normalize(images, self._mean, self._std)
             if self.cutout:
-                images = cutout(images, self.cutout, generator=self.generator)
+                images = cutout(images, self.cutout, generator=generator)
             yield images, self._train_labels[chosen]
 
     def _check_split(self, split: str) -> None:
@@ -134,8 +155,9 @@ def _mean_std(images: ImageSet) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 def check_data_section(section: Mapping[str, Any], where: str = "data section") -> dict[str, Any]:
     """``section`` overlaid on :data:`DATA_DEFAULTS`; unknown keys, wrong types and bad values are one clear error."""
-    merged = check_section(section, DATA_DEFAULTS, "data", where)
+    merged = check_section(section, {**DATA_DEFAULTS, **DATA_OPTIONAL_DEFAULTS}, "data", where)
     problems = [
+        (merged["split"] not in SPLIT_KINDS, f"split must be one of {', '.join(SPLIT_KINDS)}"),
         (not 0 < merged["train_portion"] <= 1, "train_portion must be in (0, 1]"),
         (merged["subset"] < 0, "subset must be >= 0 (0 = all images)"),
         (merged["batch_size"] < 1, "batch_size must be >= 1"),
@@ -145,18 +167,26 @@ def check_data_section(section: Mapping[str, Any], where: str = "data section") 
     for bad, message in problems:
         if bad:
             raise SelbenchError(f"{where}: data.{message}")
-    return merged
+    return {k: v for k, v in merged.items() if k in DATA_DEFAULTS or v != DATA_OPTIONAL_DEFAULTS[k]}
 
 
-def split_indices(count: int, *, subset: int, train_portion: float, seed: int) -> tuple[Tensor, Tensor]:
-    """θ and α indices into a training set of ``count`` images, from a permutation seeded by ``seed``.
+def split_indices(count: int, *, subset: int, train_portion: float, seed: int,
+                  split: str = "shuffled") -> tuple[Tensor, Tensor]:
+    """θ and α indices into a training set of ``count`` images.
 
-    The first ``subset`` images of the permutation (all if 0) are kept; the first
-    ``floor(train_portion · kept)`` of those train θ, the rest train α.  The permutation is
-    drawn on the CPU, so the split is the same on every device.
+    ``split="shuffled"``: the images in a permutation seeded by ``seed`` (drawn on the CPU, so
+    the split is the same on every device); ``"ordered"``: in dataset order, as DARTS and
+    DARTS-PT cut CIFAR-10 (θ on ``indices[:split]``, α on ``indices[split:]``).  The first
+    ``subset`` images of that order (all if 0) are kept; the first ``floor(train_portion · kept)``
+    of those train θ, the rest train α.
     """
+    if split not in SPLIT_KINDS:
+        raise SelbenchError(f"data split {split!r} is not one of {', '.join(SPLIT_KINDS)}")
     kept = subset or count
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:kept]
+    if split == "ordered":
+        order = torch.arange(kept)
+    else:
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:kept]
     cut = int(train_portion * kept)
     return order[:cut], order[cut:]
 
@@ -164,8 +194,9 @@ def split_indices(count: int, *, subset: int, train_portion: float, seed: int) -
 def load_data(data: Mapping[str, Any], *, seed: int, device: str | torch.device = "cpu") -> SearchData:
     """The splits described by a recipe's ``[data]`` section, on ``device``.
 
-    ``data`` may be partial; missing keys take :data:`DATA_DEFAULTS`.  The θ/α split, the
-    subset and every shuffle follow ``seed``.  For the supernet use ``batches("train")``
+    ``data`` may be partial; missing keys take :data:`DATA_DEFAULTS` and
+    :data:`DATA_OPTIONAL_DEFAULTS`.  Every shuffle follows ``seed``, and so do the θ/α split
+    and the subset unless ``split = "ordered"``.  For the supernet use ``batches("train")``
     (θ) and ``batches("valid")`` (α); to retrain a discrete network use
     ``batches("train_full")`` (every training image kept by ``subset``) and score it on
     ``batches("test")``.  Give the retraining batch size and cutout through ``data`` (see
@@ -180,7 +211,8 @@ def load_data(data: Mapping[str, Any], *, seed: int, device: str | torch.device 
     if section["subset"] > count:
         raise SelbenchError(f"data.subset = {section['subset']} but {dataset.name!r} has only {count} training images; "
                             "use a smaller subset or 0 for all")
-    theta, alpha = split_indices(count, subset=section["subset"], train_portion=section["train_portion"], seed=seed)
+    theta, alpha = split_indices(count, subset=section["subset"], train_portion=section["train_portion"], seed=seed,
+                                 split=section.get("split", DATA_OPTIONAL_DEFAULTS["split"]))
     if len(theta) == 0:
         raise SelbenchError(f"data.train_portion = {section['train_portion']} leaves no training images for θ "
                             f"out of {len(theta) + len(alpha)}; raise train_portion or subset")

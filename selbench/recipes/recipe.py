@@ -5,7 +5,7 @@ A recipe has a ``description`` and four sections:
 * ``[supernet]``: ``space`` (a registered search space) and the keyword arguments of its
   ``build_supernet`` (DARTS: ``C``, ``layers``, ``steps``, ``ops``, ...); the class count and
   input channels come from the dataset;
-* ``[data]``: see :data:`selbench.data.DATA_DEFAULTS`;
+* ``[data]``: see :data:`selbench.data.DATA_DEFAULTS` and :data:`selbench.data.DATA_OPTIONAL_DEFAULTS`;
 * ``[search]``: see :data:`selbench.search.SEARCH_DEFAULTS`;
 * ``[retrain]``: the discrete network and its training from scratch.  The network keys are
   the keyword arguments of the space's ``build_network`` (DARTS: ``C``, ``layers``,
@@ -37,7 +37,7 @@ from torch import nn
 
 from selbench.core.errors import SelbenchError
 from selbench.core.sections import check_section, parse_text_like, typed_like
-from selbench.data.loading import DATA_DEFAULTS, check_data_section
+from selbench.data.loading import DATA_DEFAULTS, DATA_OPTIONAL_DEFAULTS, check_data_section
 from selbench.plugin.lookup import get_space
 from selbench.train.loop import SEARCH_DEFAULTS, SEARCH_MODES
 
@@ -333,7 +333,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     elif section == "retrain":
         example = _retrain_example(raw.get("supernet", {}).get("space", DEFAULT_SPACE), key, where)
     else:
-        defaults = {"data": DATA_DEFAULTS, "search": SEARCH_DEFAULTS}[section]
+        defaults = {"data": {**DATA_DEFAULTS, **DATA_OPTIONAL_DEFAULTS}, "search": SEARCH_DEFAULTS}[section]
         if key not in defaults:
             raise SelbenchError(f"{where}: unknown key {section}.{key}; valid keys in [{section}]: "
                                 f"{', '.join(defaults)}")

@@ -24,29 +24,38 @@ def pyplot() -> Any:
 
 def plot_trajectories(run: TrainingRun, quantity: ObservedQuantity, trajectories: Sequence[Trajectories],
                       out: Path) -> Path:
-    """One row per (split, cell type), one column per edge group, one line per edge; the group mean in black.
-
-    Signed quantities get a zero line (for costs: below it the edge's best op lowers the loss);
-    rows of the split α learns from are marked as such.
-    """
+    """Draw :func:`trajectories_figure` into the PNG ``out``."""
     plt = pyplot()
-    rows = len(trajectories)
-    figure, axes = plt.subplots(rows, len(GROUPS), figsize=(11, 2.8 * rows + 0.6), squeeze=False, sharex=True)
-    for row, trajectory in enumerate(trajectories):
-        for column, group in enumerate(GROUPS):
-            _draw_panel(axes[row][column], run, quantity, trajectory, group)
-    for ax in axes[-1]:
-        ax.set_xlabel("epoch")
-    figure.suptitle(f"{run.title}: {quantity.label} per edge")
-    figure.tight_layout()
+    figure = trajectories_figure(run, quantity, trajectories)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=110)
     plt.close(figure)
     return out
 
 
+def trajectories_figure(run: TrainingRun, quantity: ObservedQuantity, trajectories: Sequence[Trajectories], *,
+                        first_row_legends: bool = False) -> Any:
+    """One row per (split, cell type), one column per edge group, one line per edge; the group mean in black.
+
+    Signed quantities get a zero line (for costs: below it the edge's best op lowers the loss);
+    rows of the split α learns from are marked as such.  An edge has the same colour in every
+    row, so ``first_row_legends`` may leave the legends of the other rows out (faster to draw).
+    """
+    plt = pyplot()
+    rows = len(trajectories)
+    figure, axes = plt.subplots(rows, len(GROUPS), figsize=(11, 2.8 * rows + 0.6), squeeze=False, sharex=True)
+    for row, trajectory in enumerate(trajectories):
+        for column, group in enumerate(GROUPS):
+            _draw_panel(axes[row][column], run, quantity, trajectory, group, legend=row == 0 or not first_row_legends)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    figure.suptitle(f"{run.title}: {quantity.label} per edge")
+    figure.tight_layout()
+    return figure
+
+
 def _draw_panel(ax: Any, run: TrainingRun, quantity: ObservedQuantity, trajectory: Trajectories,
-                group: str) -> None:
+                group: str, legend: bool = True) -> None:
     from matplotlib.ticker import MaxNLocator  # matplotlib is importable here: pyplot() came first
 
     edges = run.layout.group(group)
@@ -65,4 +74,5 @@ def _draw_panel(ax: Any, run: TrainingRun, quantity: ObservedQuantity, trajector
     ax.set_title(where, fontsize=9)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=6, ncol=3, loc="best")
+    if legend:
+        ax.legend(fontsize=6, ncol=3, loc="best")

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from selbench.core.errors import SelbenchError
 from selbench.core.space import SearchSpace, Supernet
 from selbench.core.tensors import Batch
-from selbench.train.loop import evaluate_supernet, search_epoch
+from selbench.data.augment import crop_and_flip
+from selbench.train.loop import SEARCH_DEFAULTS, evaluate_supernet, search_epoch
 
 BN_MODES = ("train", "eval")
 
@@ -38,26 +39,66 @@ class SupernetData(Protocol):
     def batches(self, split: str) -> Iterable[Batch]: ...
 
 
-class TensorData:
-    """In-memory splits: ``TensorData(train=(x, y), valid=(x, y), batch_size=64)``; batches in order."""
+@runtime_checkable
+class AugmentingData(Protocol):
+    """Supernet data that can also serve a split as training sees it (see :meth:`SelectionContext.batches`).
 
-    def __init__(self, *, batch_size: int = 64, **splits: tuple[Tensor, Tensor]):
+    ``augmented_batches(split, generator)`` starts a reshuffled, augmented pass over ``split``,
+    drawing every random number from ``generator``, a generator on ``device``.
+    """
+
+    device: torch.device
+
+    def augmented_batches(self, split: str, generator: torch.Generator) -> Iterable[Batch]: ...
+
+
+class TensorData:
+    """In-memory splits: ``TensorData(train=(x, y), valid=(x, y), batch_size=64)``; batches in order.
+
+    Its augmented passes (:class:`AugmentingData`) reshuffle the split and, when asked with
+    ``crop_padding`` / ``flip``, apply the same batched random crop and flip as the built-in
+    datasets, here to the images as given (zero padding, after any normalisation).
+    """
+
+    def __init__(self, *, batch_size: int = 64, crop_padding: int = 0, flip: bool = False, **splits: Batch):
         self.splits = splits
         self.batch_size = batch_size
+        self.crop_padding = crop_padding
+        self.flip = flip
+
+    @property
+    def device(self) -> torch.device:
+        """Where the images are (the first split's)."""
+        return next(iter(self.splits.values()))[0].device if self.splits else torch.device("cpu")
 
     def batches(self, split: str) -> Iterator[Batch]:
-        if split not in self.splits:
-            raise SelbenchError(f"no {split!r} split in this data; it has {sorted(self.splits)}")
-        images, labels = self.splits[split]
+        images, labels = self._split(split)
         for start in range(0, len(labels), self.batch_size):
             yield images[start : start + self.batch_size], labels[start : start + self.batch_size]
+
+    def augmented_batches(self, split: str, generator: torch.Generator) -> Iterator[Batch]:
+        images, labels = self._split(split)
+        order = torch.randperm(len(labels), generator=generator, device=generator.device).to(labels.device)
+        for start in range(0, len(order), self.batch_size):
+            chosen = order[start : start + self.batch_size]
+            batch = images[chosen]
+            if self.crop_padding or self.flip:
+                batch = crop_and_flip(batch.to(generator.device), padding=self.crop_padding, flip=self.flip,
+                                      generator=generator).to(images.device)
+            yield batch, labels[chosen]
+
+    def _split(self, split: str) -> Batch:
+        if split not in self.splits:
+            raise SelbenchError(f"no {split!r} split in this data; it has {sorted(self.splits)}")
+        return self.splits[split]
 
 
 class SelectionContext:
     """Everything a selector may use: a private supernet copy, data, RNG, options, helpers."""
 
     def __init__(self, supernet: nn.Module, *, options: Mapping[str, Any], seed: int, device: torch.device,
-                 data: SupernetData | None, selector: str, progress: Callable[[str, int, int], None] | None = None):
+                 data: SupernetData | None, selector: str, progress: Callable[[str, int, int], None] | None = None,
+                 search: Mapping[str, Any] | None = None):
         self.supernet = supernet
         self.space: SearchSpace = cast(Supernet, supernet).space
         self.options = dict(options)
@@ -69,6 +110,10 @@ class SelectionContext:
         self.rng = random.Random(seed)
         self.counters: Counter[str] = Counter()
         self._progress = progress
+        self.finetuning = finetune_settings(search or {})
+        self._w_optimizer: torch.optim.Optimizer | None = None
+        self._a_optimizer: torch.optim.Optimizer | None = None
+        self._augment_generator: torch.Generator | None = None
 
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to the counter ``name`` (forward passes, HVPs, ...) kept in the selection's record."""
@@ -79,21 +124,35 @@ class SelectionContext:
         if self._progress is not None:
             self._progress(label, done, total)
 
-    def batches(self, split: str, limit: int | None = None, *, progress: str | None = None) -> Iterator[Batch]:
+    def batches(self, split: str, limit: int | None = None, *, progress: str | None = None,
+                augmented: bool = False) -> Iterator[Batch]:
         """Batches of ``split`` ("train" or "valid") on the device; at most ``limit`` of them.
 
         ``progress``: a label under which every batch handed out is reported to :meth:`progress`
         (the total is ``limit``, else the split's length when the data knows it, else 0 = unknown).
+        ``augmented``: a reshuffled pass under the training augmentation (data that offers
+        :class:`AugmentingData`), drawn from a generator seeded with the selection's seed, so
+        each pass differs and the sequence of passes is the same for the same seed.
         """
         if self.data is None:
             raise SelbenchError(f"selector {self.selector!r} needs data, but none was given")
         total = limit or _split_length(self.data, split)
-        for done, (images, labels) in enumerate(self.data.batches(split), start=1):
+        passes = self._augmented_pass(split) if augmented else self.data.batches(split)
+        for done, (images, labels) in enumerate(passes, start=1):
             if limit is not None and done > limit:
                 return
             yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
             if progress is not None:
                 self.progress(progress, done, total)
+
+    def _augmented_pass(self, split: str) -> Iterable[Batch]:
+        if not isinstance(self.data, AugmentingData):
+            raise SelbenchError(f"selector {self.selector!r} asks for augmented {split!r} batches, which this "
+                                f"{type(self.data).__name__} cannot serve (it has no augmented_batches); use "
+                                "selbench's datasets or TensorData, or the selector's option for fixed batches")
+        if self._augment_generator is None:
+            self._augment_generator = torch.Generator(device=self.data.device).manual_seed(self.seed)
+        return self.data.augmented_batches(split, self._augment_generator)
 
     def mixing_weights(self) -> dict[str, Tensor]:
         """softmax(α) per cell type, detached."""
@@ -102,14 +161,16 @@ class SelectionContext:
 
     @torch.no_grad()
     def evaluate(self, weights: Mapping[str, Tensor] | None = None, *, split: str = "valid",
-                 limit: int | None = None, bn: str = "train") -> tuple[float, float]:
+                 limit: int | None = None, bn: str = "train", augmented: bool = False) -> tuple[float, float]:
         """Accuracy and mean loss of the supernet on ``split`` under ``weights``.
+
+        ``augmented``: measured on a fresh augmented pass (see :meth:`batches`).
 
         ``bn`` as in :func:`batchnorm_mode`: ``"train"`` normalises with batch statistics, as
         DARTS-PT does when it scores masked supernets; ``"eval"`` uses the running statistics.
         """
         def counted() -> Iterator[Batch]:
-            for batch in self.batches(split, limit):
+            for batch in self.batches(split, limit, augmented=augmented):
                 self.count("forward_passes")
                 yield batch
 
@@ -121,28 +182,70 @@ class SelectionContext:
         return accuracy, loss
 
     def finetune(self, epochs: int, *, weights: Callable[[], Mapping[str, Tensor]] | None = None,
-                 train_alphas: bool = True, lr: float = 0.0025, momentum: float = 0.9, weight_decay: float = 3e-4,
-                 arch_lr: float = 3e-4, arch_weight_decay: float = 1e-3, grad_clip: float = 5.0) -> None:
+                 train_alphas: bool = True, augmented_valid: bool = False, **settings: float) -> None:
         """Keep training the private supernet for ``epochs`` passes over the train split.
 
-        θ: SGD with a constant ``lr`` (DARTS-PT's fine-tuning); α, when ``train_alphas``,
-        takes DARTS's first-order step (Adam, betas 0.5/0.999) on validation batches.
-        ``weights()`` supplies the mixing weights for each step (e.g. some edges fixed
-        one-hot), computed from the current α; default softmax(α).
+        θ: SGD with a constant lr (DARTS-PT's fine-tuning); α, when ``train_alphas``, takes
+        DARTS's first-order step (Adam) on validation batches.  The hyper-parameters are
+        :attr:`finetuning` (from the recipe's ``[search]``: θ lr = search lr / 10, the rest as
+        searched), each overridable here by name (``lr``, ``momentum``, ``weight_decay``,
+        ``grad_clip``, ``arch_lr``, ``arch_beta1``, ``arch_beta2``, ``arch_weight_decay``).
+        As in DARTS-PT, both optimisers are created once per selection and keep their state
+        (momentum, Adam moments) from one call to the next; the α optimiser starts from the
+        checkpoint's ``arch_optimizer`` state when the supernet carries one.  ``weights()``
+        supplies the mixing weights for each step (e.g. some edges fixed one-hot), computed
+        from the current α; default softmax(α).  ``augmented_valid``: α steps take their batches
+        from augmented validation passes (see :meth:`batches`), as DARTS-PT's α steps do.
         """
+        unknown = sorted(set(settings) - set(self.finetuning))
+        if unknown:
+            raise SelbenchError(f"finetune() has no setting {unknown[0]!r}; settings: {', '.join(self.finetuning)}")
         if epochs <= 0:
             return
-        net = cast(Supernet, self.supernet)
-        w_optimizer = torch.optim.SGD(net.weight_parameters(), lr=lr, momentum=momentum,
-                                      weight_decay=weight_decay)
-        a_optimizer = torch.optim.Adam(net.arch_parameters(), lr=arch_lr, betas=(0.5, 0.999),
-                                       weight_decay=arch_weight_decay) if train_alphas else None
+        hyper = {**self.finetuning, **settings}
+        w_optimizer = self._theta_optimizer(hyper)
+        a_optimizer = self._alpha_optimizer(hyper) if train_alphas else None
         for epoch in range(epochs):
-            search_epoch(self.supernet, self.batches("train"), lambda: self.batches("valid"),
+            search_epoch(self.supernet, self.batches("train"), lambda: self.batches("valid", augmented=augmented_valid),
                          w_optimizer=w_optimizer, a_optimizer=a_optimizer,
                          mode="bilevel-1st" if train_alphas else "frozen-alpha", weights_fn=weights,
-                         grad_clip=grad_clip, on_step=lambda: self.count("finetune_steps"))
+                         grad_clip=hyper["grad_clip"], on_step=lambda: self.count("finetune_steps"))
             self.progress("fine-tune", epoch + 1, epochs)
+
+    def _theta_optimizer(self, hyper: Mapping[str, float]) -> torch.optim.Optimizer:
+        """The selection's one SGD for θ, with ``hyper``'s lr, momentum and weight decay."""
+        if self._w_optimizer is None:
+            self._w_optimizer = torch.optim.SGD(cast(Supernet, self.supernet).weight_parameters(), lr=hyper["lr"])
+        for group in self._w_optimizer.param_groups:
+            group.update(lr=hyper["lr"], momentum=hyper["momentum"], weight_decay=hyper["weight_decay"])
+        return self._w_optimizer
+
+    def _alpha_optimizer(self, hyper: Mapping[str, float]) -> torch.optim.Optimizer:
+        """The selection's one Adam for α, continued from the checkpoint's ``arch_optimizer`` state if any."""
+        if self._a_optimizer is None:
+            self._a_optimizer = torch.optim.Adam(cast(Supernet, self.supernet).arch_parameters(), lr=hyper["arch_lr"])
+            state = getattr(self.supernet, "arch_optimizer_state", None)
+            if state is not None:
+                try:
+                    self._a_optimizer.load_state_dict(state)
+                except (ValueError, KeyError) as exc:
+                    raise SelbenchError(f"the checkpoint's arch_optimizer state does not fit this supernet's α "
+                                        f"({exc}); remove it from the checkpoint to start a fresh Adam") from None
+        for group in self._a_optimizer.param_groups:
+            group.update(lr=hyper["arch_lr"], betas=(hyper["arch_beta1"], hyper["arch_beta2"]),
+                         weight_decay=hyper["arch_weight_decay"])
+        return self._a_optimizer
+
+
+def finetune_settings(search: Mapping[str, Any]) -> dict[str, float]:
+    """Fine-tuning hyper-parameters from a recipe's ``[search]`` section (missing keys: DARTS's).
+
+    As DARTS-PT: θ's SGD runs at a constant tenth of the search lr (0.0025 for DARTS) with
+    the search's momentum, weight decay and gradient clip; α's Adam keeps the search's settings.
+    """
+    merged = {**SEARCH_DEFAULTS, **search}
+    return {"lr": merged["lr"] / 10, **{key: float(merged[key]) for key in (
+        "momentum", "weight_decay", "grad_clip", "arch_lr", "arch_beta1", "arch_beta2", "arch_weight_decay")}}
 
 
 @contextlib.contextmanager

@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import random
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -19,8 +19,13 @@ from selbench.select.contract import Selection, SelectionRun, Selector
 
 def select(supernet: nn.Module, selector: str | Selector, *, data: SupernetData | None = None, seed: int = 0,
            device: str | torch.device | None = None, progress: Callable[[str, int, int], None] | None = None,
-           **options: Any) -> SelectionRun:
-    """Run one selector on (a private copy of) ``supernet`` and return the recorded :class:`SelectionRun`."""
+           search: Mapping[str, Any] | None = None, **options: Any) -> SelectionRun:
+    """Run one selector on (a private copy of) ``supernet`` and return the recorded :class:`SelectionRun`.
+
+    ``search``: the ``[search]`` section of the supernet's recipe; fine-tuning selectors take
+    their hyper-parameters from it (see :func:`selbench.select.context.finetune_settings`;
+    default DARTS's).
+    """
     if isinstance(selector, str):
         registration = plugin_host().get("selector", selector)
         chosen, dist, version = registration.obj, registration.distribution, registration.version
@@ -36,7 +41,7 @@ def select(supernet: nn.Module, selector: str | Selector, *, data: SupernetData 
     torch.manual_seed(seed)
     random.seed(seed)
     ctx = SelectionContext(private, options=resolved, seed=seed, device=target, data=data,
-                           selector=chosen.name, progress=progress)
+                           selector=chosen.name, progress=progress, search=search)
     _synchronize(target)
     start = time.perf_counter()
     result = chosen.run(ctx)

@@ -113,7 +113,8 @@ def train_supernet(recipe: Recipe, *, seed: int, device: str | torch.device = "c
 
     seconds = seconds_before + time.perf_counter() - session_start
     last = history[-1] if history else {}
-    save_supernet(supernet, checkpoint_path, recipe=recipe.to_dict(), recipe_name=recipe.name, seed=seed, mode=mode,
+    save_supernet(supernet, checkpoint_path, arch_optimizer=a_optimizer.state_dict() if a_optimizer else None,
+                  recipe=recipe.to_dict(), recipe_name=recipe.name, seed=seed, mode=mode,
                   epochs=epochs, alpha_split=ALPHA_SPLIT[mode], config_hash=config_hash,
                   train_accuracy=last.get("train_accuracy"), valid_accuracy=last.get("valid_accuracy"))
     record = run_record(recipe, seed, mode, config_hash, net.space, history, seconds, device)

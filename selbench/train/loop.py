@@ -26,6 +26,7 @@ from torch.func import functional_call
 
 from selbench.core.errors import SelbenchError
 from selbench.core.space import Supernet
+from selbench.core.tensors import Batch
 
 SEARCH_MODES = ("single-level", "bilevel-1st", "bilevel-2nd", "frozen-alpha")
 
@@ -47,7 +48,6 @@ SEARCH_DEFAULTS: dict[str, Any] = {
 
 WeightsFn = Callable[[], Mapping[str, Tensor]]
 ArchStep = Callable[[Tensor, Tensor, Tensor, Tensor], None]
-Batch = tuple[Tensor, Tensor]
 
 
 class StepObserver(Protocol):
