@@ -177,12 +177,20 @@ def text_table(rows: Sequence[Row], *, reference: str = REFERENCE_SELECTOR) -> t
 
 
 def leaderboard(runs_dir: str | os.PathLike, fmt: str = "markdown", *, reference: str = REFERENCE_SELECTOR,
-                log: Callable[[str], None] | None = None) -> str:
-    """Read a runs directory and render its leaderboard."""
+                log: Callable[[str], None] | None = None, require_reference: bool = False) -> str:
+    """Read a runs directory and render its leaderboard.
+
+    ``require_reference``: refuse a ``reference`` selector that has no record in ``runs_dir``
+    (a reference asked for by name, as ``--reference`` does).
+    """
     selections, retrains = load_records(runs_dir, log=log)
     if not selections and not retrains:
         raise SelbenchError(f"no finished selections or retrains under {runs_dir}; "
                             f"run `selbench run RECIPE --runs {runs_dir}` first")
+    present = sorted({s.selection.selector for s in selections} | {r.selector for r in retrains})
+    if require_reference and reference not in present:
+        raise SelbenchError(f"reference selector {reference!r} has no runs under {runs_dir}; "
+                            f"the selectors present are {', '.join(present)}")
     return render(build_rows(selections, retrains, reference=reference), fmt, reference=reference)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from selbench.core.checks import check_writable
 from selbench.core.errors import SelbenchError
 from selbench.report.trajectories import (
     has_records,
@@ -39,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
         quantity_named(args.plot)  # an unknown quantity is reported before any work is done
         pyplot()  # so is a missing matplotlib
+        check_writable(args.out or training.directory / f"{args.plot}.png", directory=False)  # and an unwritable place
     print(training.title)
     shown = [args.plot] if args.plot else [name for name, (observer, _) in quantities().items()
                                            if has_records(training, observer)]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from selbench.bench.leaderboard import REFERENCE_SELECTOR
 from selbench.bench.store import RUNS_ENV, default_runs_dir
+from selbench.core.checks import check_writable
 from selbench.report.html import write_report
 
 HELP = "write a run store's leaderboard, cells, selector agreement and trajectories as one HTML page"
@@ -22,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_writable(args.out, directory=False)
     start = time.perf_counter()
     out = write_report(args.runs_dir or default_runs_dir(), args.out, reference=args.reference)
     print(f"report: {out} ({out.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s)")

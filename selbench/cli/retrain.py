@@ -5,9 +5,11 @@ import argparse
 import json
 from pathlib import Path
 
+from selbench.core.checks import check_device, check_writable
 from selbench.core.errors import GenotypeError
 from selbench.core.genotype import Genotype
 from selbench.recipes.recipe import load_recipe
+from selbench.retrain.identity import retrain_key
 from selbench.retrain.scoring import score_genotype
 
 HELP = "retrain a genotype from scratch and report its test accuracy, parameters and multiply-adds"
@@ -23,12 +25,20 @@ def read_genotype(text: str) -> Genotype:
     if path.suffix == ".json":
         if not path.is_file():
             raise GenotypeError(f"genotype file {path}: no such file")
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise GenotypeError(f"genotype file {path} is not UTF-8 JSON ({exc})") from None
+        except OSError as exc:
+            raise GenotypeError(f"genotype file {path} cannot be read ({exc.strerror or exc})") from None
         if isinstance(data, dict) and isinstance(data.get("result"), dict):  # a unit record of a run store
             data = data["result"]
         return Genotype.from_json(data.get("genotype", data) if isinstance(data, dict) else data)
     if path.is_file():
-        return Genotype.parse(path.read_text(encoding="utf-8"))
+        try:
+            return Genotype.parse(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise GenotypeError(f"genotype file {path} is not UTF-8 text ({exc})") from None
     return Genotype.parse(text)
 
 
@@ -42,10 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    device = check_device(args.device)
     genotype = read_genotype(args.genotype)
     recipe = load_recipe(args.recipe, args.overrides)
-    out_dir = args.out or Path("runs") / "retrains" / f"{recipe.name}-seed{args.seed}"
-    result = score_genotype("retrain", genotype, recipe, seed=args.seed, device=args.device, out_dir=out_dir,
+    key = retrain_key(genotype, recipe, args.seed)  # another genotype, recipe or seed: another directory
+    out_dir = args.out or Path("runs") / "retrains" / f"{recipe.name}-seed{args.seed}-{key}"
+    check_writable(out_dir, directory=True)
+    result = score_genotype("retrain", genotype, recipe, seed=args.seed, device=device, out_dir=out_dir,
                             progress=lambda label, done, total: print(f"{label}: epoch {done}/{total}", flush=True))
     print(json.dumps({k: v for k, v in result.items() if k != "artifacts"}, indent=2))
     return 0

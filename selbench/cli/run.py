@@ -8,6 +8,7 @@ from selbench.bench.grid import run_grid
 from selbench.bench.leaderboard import FORMATS, leaderboard
 from selbench.bench.store import RUNS_ENV, RunStore, default_runs_dir
 from selbench.cli.train import recipe_overrides
+from selbench.core.checks import check_device, check_writable
 from selbench.core.errors import OptionError
 from selbench.core.options import parse_assignments
 from selbench.plugin.lookup import list_selectors
@@ -56,12 +57,13 @@ def selector_options(items: list[str]) -> dict[str, dict[str, str]]:
 
 
 def run_and_report(recipe_names: list[str], args: argparse.Namespace) -> int:
+    device = check_device(args.device)
+    runs = check_writable(args.runs or default_runs_dir(), directory=True, option="--runs")
     overrides = recipe_overrides(args)
     recipes = [load_recipe(name, overrides) for name in recipe_names]
     selectors = list_selectors() if args.selectors == "all" else [s.strip() for s in args.selectors.split(",")]
-    runs = args.runs or default_runs_dir()
     result = run_grid(recipes, selectors, seeds=args.seeds, retrain_seeds=args.retrain_seeds, store=RunStore(runs),
-                      device=args.device, options=selector_options(args.option), scorer=args.scorer,
+                      device=device, options=selector_options(args.option), scorer=args.scorer,
                       progress=not args.quiet)
     print(f"{result.supernets} supernets, {result.selections} selections ({result.failed_selections} failed), "
           f"{result.retrains} retrains in {runs}\n")

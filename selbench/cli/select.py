@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, cast
 
+from selbench.core.checks import check_device, check_writable
+from selbench.core.files import atomic_write_json
 from selbench.core.options import parse_assignments
 from selbench.plugin.lookup import get_selector
 from selbench.recipes.recipe import load_recipe
@@ -35,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    device = check_device(args.device)
+    if args.out:
+        check_writable(args.out, directory=False)
     options: dict[str, Any] = parse_assignments(args.option)
     space_args = {"ops": [op.strip() for op in args.ops.split(",") if op.strip()]} if args.ops else {}
     with warnings.catch_warnings(record=True) as caught:
@@ -46,11 +50,10 @@ def run(args: argparse.Namespace) -> int:
     metadata = cast(Mapping[str, Any], supernet.metadata)  # attached by load_supernet
     recipe = load_recipe(args.recipe) if args.recipe else checkpoint_recipe(metadata)
     if get_selector(args.selector).needs_data:
-        data = checkpoint_data(metadata, recipe=recipe, seed=args.seed, device=args.device)
-    selection = select(supernet, args.selector, data=data, seed=args.seed, device=args.device,
+        data = checkpoint_data(metadata, recipe=recipe, seed=args.seed, device=device)
+    selection = select(supernet, args.selector, data=data, seed=args.seed, device=device,
                        search=recipe.search if recipe is not None else None, **options)
     print(selection.genotype if selection.genotype is not None else f"failed selection: {selection.failure}")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(selection.to_dict(), indent=2) + "\n")
+        atomic_write_json(selection.to_dict(), args.out)
     return 0

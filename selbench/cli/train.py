@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from selbench.core.checks import check_device, check_writable
 from selbench.core.files import read_json
 from selbench.recipes.recipe import Recipe, load_recipe
 from selbench.train.driver import train_supernet
@@ -34,8 +35,9 @@ def default_out_dir(recipe: Recipe, seed: int) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, recipe_overrides(args))
-    out_dir = args.out or default_out_dir(recipe, args.seed)
-    checkpoint = train_supernet(recipe, seed=args.seed, device=args.device, out_dir=out_dir, progress=not args.quiet)
+    device = check_device(args.device)
+    out_dir = check_writable(args.out or default_out_dir(recipe, args.seed), directory=True)
+    checkpoint = train_supernet(recipe, seed=args.seed, device=device, out_dir=out_dir, progress=not args.quiet)
     record_path = checkpoint.with_name(RECORD_FILE)
     history = read_json(record_path, f"delete {record_path.parent} to train again")["epochs"]
     accuracy = history[-1].get("valid_accuracy") if history else None

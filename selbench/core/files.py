@@ -36,7 +36,11 @@ def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
     """Write ``obj`` as indented JSON with sorted keys, atomically (:func:`atomic_write_bytes`)."""
-    atomic_write_bytes((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"), path)
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False)
+    except ValueError as exc:  # NaN or infinity: not JSON, and a sign that what produced the record diverged
+        raise SelbenchError(f"{path}: not written, the record holds a non-finite number ({exc})") from None
+    atomic_write_bytes((text + "\n").encode("utf-8"), path)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:

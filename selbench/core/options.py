@@ -48,7 +48,11 @@ def _from_text(text: str, kind: type) -> Any:
         raise ValueError("expected true or false")
     if kind is type(None):
         return text
-    return kind(text)
+    try:
+        return kind(text)
+    except ValueError:  # int("abc")'s "invalid literal for int() with base 10" says less than the expected type
+        expected = {int: "an integer", float: "a number"}.get(kind, kind.__name__)
+        raise ValueError(f"expected {expected}") from None
 
 
 def resolve_options(spec: Mapping[str, Option], given: Mapping[str, Any], owner: str) -> dict[str, Any]:

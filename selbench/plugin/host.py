@@ -12,6 +12,7 @@ something that is not of the kind the hook registers.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Callable, Iterable
@@ -65,6 +66,10 @@ class Registration:
         return f"plugin {self.plugin!r}{dist}"
 
 
+class UnknownPluginWarning(UserWarning):
+    """SELBENCH_DISABLE_PLUGINS names a plugin that is not installed."""
+
+
 class PluginHost:
     """A pluggy manager plus the registries filled from its registration hooks."""
 
@@ -78,6 +83,7 @@ class PluginHost:
             self._register_plugin(plugin, name)
         if entry_points:
             self._load_entry_points()
+            self._warn_unknown_disabled(name for name, _ in plugins)
         self._check_hook_names()
         self._registry: dict[str, dict[str, Registration]] | None = None
 
@@ -109,9 +115,20 @@ class PluginHost:
         dist, version = self._dists.get(plugin_name, (None, None))
         return f"plugin {plugin_name!r}" + (f" ({dist} {version})" if dist else "")
 
+    def _warn_unknown_disabled(self, given: Iterable[str]) -> None:
+        """A name in SELBENCH_DISABLE_PLUGINS that no installed plugin has is most likely a typo: say so."""
+        known = set(given) | self._entry_point_names
+        unknown = [name for name in disabled_plugins() if name not in known]
+        if unknown:
+            warnings.warn(f"{DISABLE_ENV} names no installed plugin {', '.join(map(repr, unknown))}; "
+                          f"installed plugins: {', '.join(sorted(known))}", UnknownPluginWarning, stacklevel=3)
+
     def _load_entry_points(self) -> None:
+        self._entry_point_names: set[str] = set()
         for dist in metadata.distributions():
             for ep in dist.entry_points:
+                if ep.group == ENTRY_POINT_GROUP:
+                    self._entry_point_names.add(ep.name)
                 if ep.group != ENTRY_POINT_GROUP or self.manager.is_blocked(ep.name):
                     continue
                 if self.manager.get_plugin(ep.name) is not None:

@@ -26,6 +26,7 @@ from selbench.data.loading import SearchData, load_data
 from selbench.plugin.host import hookimpl
 from selbench.plugin.lookup import get_space
 from selbench.recipes.recipe import Recipe
+from selbench.retrain.identity import retrain_identity
 from selbench.retrain.macs import count_macs, count_parameters
 from selbench.retrain.scorer import Scorer, ScoringContext
 from selbench.train.checkpoint import read_checkpoint
@@ -103,9 +104,10 @@ def retrain(genotype: Genotype, recipe: Recipe, *, seed: int, device: str | torc
     epochs = settings["epochs"]
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1), eta_min=settings["lr_min"])
     state_path = out_dir / STATE_FILE
+    identity = retrain_identity(genotype, recipe, seed)
     first_epoch, seconds_before = 0, 0.0
     if state_path.exists():
-        first_epoch, seconds_before = _resume(state_path, network, optimizer, scheduler, data)
+        first_epoch, seconds_before = _resume(state_path, identity, network, optimizer, scheduler, data)
     start = time.perf_counter()
     for epoch in range(first_epoch, epochs):
         if hasattr(network, "drop_path_prob"):
@@ -113,7 +115,7 @@ def retrain(genotype: Genotype, recipe: Recipe, *, seed: int, device: str | torc
         train_epoch(network, data.batches("train_full"), optimizer, auxiliary_weight=settings["auxiliary_weight"],
                     grad_clip=settings["grad_clip"])
         scheduler.step()
-        atomic_torch_save({"format": STATE_FORMAT, "epoch": epoch + 1,
+        atomic_torch_save({"format": STATE_FORMAT, "identity": identity, "epoch": epoch + 1,
                            "seconds": seconds_before + time.perf_counter() - start,
                            "network": network.state_dict(), "optimizer": optimizer.state_dict(),
                            "scheduler": scheduler.state_dict(), "data": data.state_dict(),
@@ -128,12 +130,15 @@ def retrain(genotype: Genotype, recipe: Recipe, *, seed: int, device: str | torc
             "artifacts": [WEIGHTS_FILE], "epochs": epochs}
 
 
-def _resume(path: Path, network: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-            data: SearchData) -> tuple[int, float]:
+def _resume(path: Path, identity: dict[str, Any], network: nn.Module, optimizer: torch.optim.Optimizer,
+            scheduler: Any, data: SearchData) -> tuple[int, float]:
     state = read_checkpoint(path)
     if state.get("format") != STATE_FORMAT:
         path.unlink()
         return 0, 0.0
+    if state.get("identity") != identity:  # another genotype, recipe or seed (or a state from before identities)
+        raise SelbenchError(f"{path.parent} holds the interrupted retrain of another configuration "
+                            "(genotype, recipe or seed); choose another --out or delete it")
     network.load_state_dict(state["network"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

@@ -36,6 +36,7 @@ def select(supernet: nn.Module, selector: str | Selector, *, data: SupernetData 
         raise SelbenchError(
             f"selector {chosen.name!r} needs the supernet's train/valid data; pass data=... "
             "(on the command line: --recipe or a checkpoint written by `selbench train`)")
+    _check_finite(supernet)
     target = torch.device(device) if device is not None else next(supernet.parameters()).device
     private = copy.deepcopy(supernet).to(target)
     torch.manual_seed(seed)
@@ -70,3 +71,16 @@ def select(supernet: nn.Module, selector: str | Selector, *, data: SupernetData 
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _check_finite(supernet: nn.Module) -> None:
+    """Refuse a diverged supernet (NaN or infinite α or weights) before a selector reads it; one host sync."""
+    named = [(name, p) for name, p in supernet.named_parameters() if p.numel()]
+    if not named:
+        return
+    finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in named]).cpu()
+    if not bool(finite.all()):
+        bad = [name for (name, _), ok in zip(named, finite.tolist()) if not ok]
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise SelbenchError(f"the supernet holds non-finite values (NaN or infinity) in {', '.join(bad[:3])}{more}: "
+                            "its training diverged; train it again (e.g. with a lower learning rate)")

@@ -51,6 +51,8 @@ def save_supernet(supernet: nn.Module, path: str | os.PathLike, *, arch_optimize
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """``torch.load`` with the failures a user can cause turned into one clear :class:`CheckpointError`."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
     try:
@@ -92,6 +94,9 @@ def load_supernet(path: str | os.PathLike, *, space: str | None = None, alphas: 
         if data.get("version") != FORMAT_VERSION:
             raise CheckpointError(f"checkpoint {path} has format version {data.get('version')}, "
                                   f"this selbench reads version {FORMAT_VERSION}; upgrade selbench")
+        if space is not None and space != data["space"]:
+            raise CheckpointError(f"checkpoint {path} is a checkpoint of another shape: a selbench {data['space']} "
+                                  f"supernet, not a {space} one; drop --space or pass --space {data['space']}")
         chosen = get_space(space or data["space"])
         state_dict, cell_alphas = data["state_dict"], data["alphas"]
         args = {**data["space_args"], **space_args}
@@ -127,7 +132,11 @@ def load_supernet(path: str | os.PathLike, *, space: str | None = None, alphas: 
     else:
         raise CheckpointError(f"checkpoint {path} is neither a selbench supernet nor a DARTS/DARTS-PT checkpoint "
                               "(expected keys 'state_dict' and 'alpha', or a bare DARTS state dict)")
-    supernet = chosen.build_supernet(**args)
+    try:
+        supernet = chosen.build_supernet(**args)
+    except TypeError as exc:  # arguments of another space's supernet
+        raise CheckpointError(f"checkpoint {path} is a checkpoint of another shape: the {chosen.name} space cannot "
+                              f"build its supernet ({exc}); check --space") from None
     state_dict = _with_batch_counts(supernet, state_dict)
     _check_compatible(supernet, state_dict, cell_alphas, path, args)
     supernet.load_state_dict(state_dict, strict=True)

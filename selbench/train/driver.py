@@ -12,6 +12,7 @@ add their per-epoch data to the record; they never change what is trained.
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, cast
@@ -108,6 +109,7 @@ def train_supernet(recipe: Recipe, *, seed: int, device: str | torch.device = "c
         if bar is not None:
             bar.set_postfix(_summary(history[-1]))
             bar.close()
+        _check_finite(history[-1])
         seconds = seconds_before + time.perf_counter() - session_start
         atomic_torch_save(_state(config_hash, seed, history, seconds, **parts), state_path)
 
@@ -168,6 +170,15 @@ def _epoch_record(epoch: int, lr: float, train: Mapping[str, Tensor], valid: Map
                           for cell_type, alpha in cast(Supernet, supernet).alphas.items()},
         "observers": dict(observed),
     })
+
+
+def _check_finite(entry: Mapping[str, Any]) -> None:
+    """A diverged epoch (a NaN or infinite loss) stops training with one line; its state is not saved."""
+    for name in ("train_loss", "valid_loss"):
+        value = entry.get(name)
+        if value is not None and not math.isfinite(value):
+            raise SelbenchError(f"supernet training diverged: epoch {entry['epoch']} has {name.replace('_', ' ')} "
+                                f"{value}; lower the learning rates (search.lr, search.arch_lr) or check the recipe")
 
 
 def _summary(entry: Mapping[str, Any]) -> dict[str, str]:

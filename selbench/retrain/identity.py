@@ -1,0 +1,21 @@
+"""What a retrain is of — genotype, recipe configuration, seed — as a dict and as a short key."""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from selbench.core.genotype import Genotype
+from selbench.recipes.recipe import Recipe
+
+
+def retrain_identity(genotype: Genotype, recipe: Recipe, seed: int) -> dict[str, Any]:
+    """What an interrupted retrain's state belongs to: the genotype, the recipe's configuration hash, the seed."""
+    return {"genotype": genotype.to_dict(), "recipe": recipe.config_hash("supernet", "data", "retrain"),
+            "seed": int(seed)}
+
+
+def retrain_key(genotype: Genotype, recipe: Recipe, seed: int) -> str:
+    """A short hash of :func:`retrain_identity` (12 hex digits), e.g. for a default output directory."""
+    text = json.dumps(retrain_identity(genotype, recipe, seed), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
