@@ -30,7 +30,6 @@ with status ``"failed"``: it is reused like any other and counted on the leaderb
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -40,8 +39,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from selbench.core.errors import SelbenchError
-from selbench.core.files import atomic_torch_save, atomic_write_json, file_sha256
+from selbench.core.errors import StoreError
+from selbench.core.files import atomic_torch_save, atomic_write_json, canonical_json, config_key, file_sha256
 from selbench.core.version import __version__
 
 FORMAT = "selbench-unit"
@@ -54,27 +53,9 @@ RUNS_ENV = "SELBENCH_RUNS"
 DEFAULT_RUNS_DIR = "runs"
 
 
-class StoreError(SelbenchError):
-    """A unit configuration cannot be keyed, or a store operation was misused."""
-
-
 def default_runs_dir() -> Path:
     """``$SELBENCH_RUNS`` if set, else ``./runs``."""
     return Path(os.environ.get(RUNS_ENV) or DEFAULT_RUNS_DIR)
-
-
-def canonical_json(config: Mapping[str, Any]) -> str:
-    """Sorted keys, no whitespace, no NaN: one text per configuration."""
-    try:
-        return json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise StoreError(f"unit configuration is not plain JSON ({exc}); "
-                         "convert paths, tensors and NaN first") from None
-
-
-def config_key(config: Mapping[str, Any]) -> str:
-    """The unit key: sha256 (hex) of :func:`canonical_json`."""
-    return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)

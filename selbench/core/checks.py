@@ -15,8 +15,7 @@ def check_device(text: str | torch.device) -> torch.device:
     try:
         device = torch.device(text)
     except (RuntimeError, ValueError, TypeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SelbenchError(f"--device {text}: not a torch device ({reason[:160]}); use e.g. cpu or cuda") from None
+        raise SelbenchError(f"--device {text}: not a torch device ({_reason(exc)}); use e.g. cpu or cuda") from None
     if device.type == "meta":
         raise SelbenchError(f"--device {text}: the meta device holds no data and cannot train or select; "
                             "use e.g. cpu or cuda")
@@ -29,9 +28,14 @@ def check_device(text: str | torch.device) -> torch.device:
     try:
         torch.empty(1, device=device)
     except Exception as exc:  # any backend that is compiled in but unusable here (mps, xpu, ...)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SelbenchError(f"--device {text}: not usable on this machine ({reason[:160]}); use --device cpu") from None
+        raise SelbenchError(f"--device {text}: not usable on this machine ({_reason(exc)}); use --device cpu") from None
     return device
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (at most 160 characters), or its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__
 
 
 def check_writable(path: str | os.PathLike, *, directory: bool, option: str = "--out") -> Path:

@@ -19,3 +19,7 @@ class CheckpointError(SelbenchError):
 
 class OptionError(SelbenchError):
     """An unknown or ill-typed option was given to a plugin."""
+
+
+class StoreError(SelbenchError):
+    """A unit configuration cannot be keyed, or a store operation was misused."""

@@ -1,4 +1,4 @@
-"""Files written crash-safe and read back checked: atomic writes, checksums, JSON records."""
+"""Files and keys written crash-safe and read back checked: atomic writes, checksums, JSON records, content keys."""
 from __future__ import annotations
 
 import hashlib
@@ -6,11 +6,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Mapping
 
 import torch
 
-from selbench.core.errors import SelbenchError
+from selbench.core.errors import SelbenchError, StoreError
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
@@ -67,3 +67,17 @@ def read_json(record_path: Path, advice: str) -> Any:
         return json.loads(record_path.read_text())
     except (OSError, ValueError) as exc:
         raise SelbenchError(f"{record_path} cannot be read ({exc}); {advice}") from None
+
+
+def canonical_json(config: Mapping[str, Any]) -> str:
+    """Sorted keys, no whitespace, no NaN: one text per configuration."""
+    try:
+        return json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"unit configuration is not plain JSON ({exc}); "
+                         "convert paths, tensors and NaN first") from None
+
+
+def config_key(config: Mapping[str, Any]) -> str:
+    """The content key of a configuration (a run-store unit's key): sha256 (hex) of :func:`canonical_json`."""
+    return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()

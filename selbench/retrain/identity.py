@@ -1,10 +1,9 @@
 """What a retrain is of — genotype, recipe configuration, seed — as a dict and as a short key."""
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
+from selbench.core.files import config_key
 from selbench.core.genotype import Genotype
 from selbench.recipes.recipe import Recipe
 
@@ -17,5 +16,4 @@ def retrain_identity(genotype: Genotype, recipe: Recipe, seed: int) -> dict[str,
 
 def retrain_key(genotype: Genotype, recipe: Recipe, seed: int) -> str:
     """A short hash of :func:`retrain_identity` (12 hex digits), e.g. for a default output directory."""
-    text = json.dumps(retrain_identity(genotype, recipe, seed), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return config_key(retrain_identity(genotype, recipe, seed))[:12]
