@@ -1,18 +1,24 @@
 """Cost sign (Xie, Hu et al., AISTATS 2021): keep the ops whose presence lowers the loss.
 
-Every op output on an edge is scaled by its mixing weight m (softmax(α) in DARTS), so the
-loss is a function of all the m.  The *cost* of op o on edge e is
+Every op output on an edge is scaled by its mixing weight m (softmax(α) in DARTS, a sample
+Z in SNAS / DSNAS), so the loss is a function of all the m.  The *cost* of op o on edge e is
 
     C(e, o) = (∂L/∂m_{e,o}) · m_{e,o},
 
-the batch-mean cross-entropy gradient times the weight, averaged over batches.  To first
-order, removing the op (m → 0) changes the loss by −C: a negative cost means the op helps,
-so it "wins" over ``none``.  ``none`` outputs zeros whatever its weight, so its gradient,
-and with it its cost, is exactly 0; it is set to 0 explicitly so that a non-finite
-activation (0 · inf) cannot turn it into NaN.  Cells of one type share one weight tensor,
-so the gradient is summed over those cells.
+the batch-mean cross-entropy gradient times the weight.  To first order, removing the op
+(m → 0) changes the loss by −C: a negative cost means the op helps, so it "wins" over
+``none``.  ``none`` outputs zeros whatever its weight, so its gradient, and with it its
+cost, is exactly 0; it is set to 0 explicitly so that a non-finite activation (0 · inf)
+cannot turn it into NaN.  Cells of one type share one weight tensor, so the gradient is
+summed over those cells.  Two estimates average it over batches:
 
-Two derivations turn costs into a cell:
+* ``mixture`` (the paper's DARTS branch): the mean over batches of C at m = softmax(α);
+* ``conditional`` (its SNAS / DSNAS branch): each batch samples one op per edge (one-hot Z,
+  only that op computed), and each op's cost is the mean of ∂L/∂Z over the batches where it
+  was sampled.  Z is drawn uniformly on a ``uniform-sampling`` supernet, from softmax(α)
+  otherwise.  The default is ``conditional`` on stochastic supernets, ``mixture`` on the rest.
+
+Three derivations turn costs (or α) into a cell:
 
 * ``top2`` (DARTS-comparable): the space's own rule on −C — per node, the two edges with
   the most negative cost among ops other than ``none``, each with that op;
@@ -20,16 +26,22 @@ Two derivations turn costs into a cell:
   op, so nodes have any number of inputs.  A node left without inputs is dead: it leaves
   the concat and the edges it would feed are dropped.  A cell type with no live node is a
   failed selection ("no edge selected"), the catastrophic outcome the paper reports for
-  costs measured on held-out data.
+  costs measured on held-out data;
+* ``alpha`` (the reference code's own cell, ``genotype_edge_all``): each edge takes its
+  largest-α op, ``none`` included; an edge whose argmax is ``none`` is dropped, dead nodes
+  are pruned as in ``wiring``.  The costs are still measured, as the selection's scores.
 
 ``Selection.scores`` holds −C (larger = more important: the first-order loss increase
 when the op is removed).
 
 The plugin also registers a training observer, ``cost-sign``: during `selbench train` it
-records, per epoch, the mean per-step cost per (cell type, edge, op) for each split a step
-learned from (``train``: θ's steps; ``valid``: the α steps of bi-level search), so that the
-paper's cost dynamics can be followed: it declares the quantity ``costs`` (per edge, the most
-negative non-``none`` mean cost), which ``selbench analyze RUN --plot costs`` draws.
+records, per epoch and for each split a step learned from (``train``: θ's steps; ``valid``:
+the α steps of bi-level search), per (cell type, edge, op): the mean per-step cost
+(``mean_cost``), Σ m (``samples``: with one-hot samples, how often each op was sampled) and
+ΣC / Σm (``conditional_cost``: with one-hot samples, the mean of ∂L/∂Z over the steps the op
+was sampled — the reference's conditional mean; 0 where an op was never sampled).  It
+declares the quantity ``costs`` (per edge, the most negative non-``none`` cost — conditional
+on stochastic runs, mean otherwise), which ``selbench analyze RUN --plot costs`` draws.
 """
 from __future__ import annotations
 
@@ -41,6 +53,7 @@ from torch import Tensor, nn
 
 from selbench import (
     NONE_OP,
+    STOCHASTIC_MODES,
     Batch,
     EdgeLayout,
     ObservedQuantity,
@@ -104,12 +117,56 @@ def op_costs(supernet: nn.Module, batches: Iterable[Batch],
     return {c: t / count for c, t in total.items()}
 
 
+def conditional_mean(cost_sum: Tensor, samples: Tensor) -> Tensor:
+    """ΣC / Σm per op, 0 where the op was never sampled (Σm = 0): with one-hot m, the mean of ∂L/∂Z given o sampled."""
+    return torch.where(samples > 0, cost_sum / samples.clamp_min(torch.finfo(cost_sum.dtype).tiny),
+                       torch.zeros_like(cost_sum))
+
+
+def sampled_op_costs(supernet: nn.Module, batches: Iterable[Batch], *, uniform: bool,
+                     generator: torch.Generator) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(conditional mean cost, times sampled) per cell type over ``batches``, one one-hot sample Z per batch.
+
+    Each batch draws one op per edge (uniformly, or from softmax(α)) with ``generator`` on the
+    supernet's device, computes only those ops when the supernet supports ``active``, and takes
+    ∂L/∂Z of the batch-mean loss; θ's ``.grad`` is untouched.
+    """
+    net = cast(Supernet, supernet)
+    probs = {c: torch.ones_like(a) if uniform else F.softmax(a.detach(), dim=-1) for c, a in net.alphas.items()}
+    cell_types = list(probs)
+    sums: dict[str, Tensor] | None = None
+    counts: dict[str, Tensor] | None = None
+    for images, labels in batches:
+        index = {c: torch.multinomial(p, 1, generator=generator).squeeze(1) for c, p in probs.items()}
+        z = {c: F.one_hot(index[c], p.shape[1]).to(p.dtype).requires_grad_() for c, p in probs.items()}
+        if hasattr(supernet, "active_ops"):
+            chosen = torch.cat(list(index.values())).tolist()  # the modules to run: one copy per batch
+            active, start = {}, 0
+            for c in cell_types:
+                active[c] = [[k] for k in chosen[start:start + len(index[c])]]
+                start += len(index[c])
+            logits = supernet(images, z, active=active)
+        else:
+            logits = supernet(images, z)
+        found = torch.autograd.grad(F.cross_entropy(logits, labels), [z[c] for c in cell_types], allow_unused=True)
+        grads = {c: torch.zeros_like(z[c]) if g is None else g for c, g in zip(cell_types, found)}
+        cost = cost_from_gradients(z, grads, net.space.ops)
+        hits = {c: z[c].detach() for c in cell_types}
+        sums = cost if sums is None else {c: sums[c] + cost[c] for c in cell_types}
+        counts = hits if counts is None else {c: counts[c] + hits[c] for c in cell_types}
+    if sums is None or counts is None:
+        raise SelbenchError("cost-sign: the data split produced no batches to measure costs on")
+    return {c: conditional_mean(sums[c], counts[c]) for c in cell_types}, counts
+
+
 class EpochCosts:
-    """One epoch of the cost observer: per split, the sum of per-step costs and the number of steps."""
+    """One epoch of the cost observer: per split, the sums of per-step costs and weights, and the number of steps."""
 
     def __init__(self, space: SearchSpace):
         self.ops = space.ops
         self.sums: dict[str, dict[str, Tensor]] = {}
+        self.samples: dict[str, dict[str, Tensor]] = {}
+        self.one_hot: dict[str, Tensor] = {}  # per split: whether every step's weights were one-hot samples
         self.steps: dict[str, int] = {}
 
     def step(self, split: str, weights: Mapping[str, Tensor], grads: Mapping[str, Tensor] | None) -> None:
@@ -117,24 +174,41 @@ class EpochCosts:
             raise SelbenchError("cost-sign: the training loop passed no gradients ∂L/∂m to the cost observer")
         cost = cost_from_gradients(weights, grads, self.ops)
         sums = self.sums.setdefault(split, {})
+        samples = self.samples.setdefault(split, {})
         for cell_type, value in cost.items():
             sums[cell_type] = sums[cell_type] + value if cell_type in sums else value
+            weight = weights[cell_type].detach()
+            samples[cell_type] = samples[cell_type] + weight if cell_type in samples else weight
+            hard = ((weight == 0) | (weight == 1)).all()
+            self.one_hot[split] = self.one_hot[split] & hard if split in self.one_hot else hard
         self.steps[split] = self.steps.get(split, 0) + 1
 
     def result(self) -> dict[str, dict]:
-        """``{"mean_cost": {split: {cell type: [E][O]}}, "steps": {split: n}}`` (tensors, sent to the host later)."""
+        """``mean_cost``, ``conditional_cost``, ``samples`` (each ``{split: {cell type: [E][O]}}``), ``one_hot``
+        and ``steps`` (each ``{split: value}``)."""
         mean = {split: {cell_type: total / self.steps[split] for cell_type, total in sums.items()}
                 for split, sums in self.sums.items()}
-        return {"mean_cost": mean, "steps": dict(self.steps)}
+        conditional = {split: {cell_type: conditional_mean(total, self.samples[split][cell_type])
+                               for cell_type, total in sums.items()} for split, sums in self.sums.items()}
+        return {"mean_cost": mean, "conditional_cost": conditional, "samples": self.samples,
+                "one_hot": dict(self.one_hot), "steps": dict(self.steps)}
+
+
+def recorded_costs(result: Mapping) -> dict[str, Mapping]:
+    """One epoch's cost tables per split: the conditional mean where every step sampled one-hot Z, else the mean."""
+    one_hot = result.get("one_hot", {})
+    return {split: result["conditional_cost"][split] if one_hot.get(split) else table
+            for split, table in result["mean_cost"].items()}
 
 
 def cost_trajectories(records: Sequence[tuple[int, Mapping]], layout: EdgeLayout,
                       alpha_split: str | None) -> list[Trajectories]:
-    """Per split and cell type, the most negative non-``none`` mean cost of every edge in every epoch.
+    """Per split and cell type, the most negative non-``none`` cost of every edge in every epoch.
 
     ``records``: (epoch, what :class:`EpochCosts` stored); the split α learns from comes first.
+    The cost is the conditional mean on one-hot samples, the per-step mean otherwise (:func:`recorded_costs`).
     """
-    recorded = [(epoch, result["mean_cost"]) for epoch, result in records]
+    recorded = [(epoch, recorded_costs(result)) for epoch, result in records]
     splits = sorted({split for _, costs in recorded for split in costs}, key=lambda s: (s != alpha_split, s))
     out = []
     for split in splits:
@@ -145,13 +219,13 @@ def cost_trajectories(records: Sequence[tuple[int, Mapping]], layout: EdgeLayout
     return out
 
 
-COSTS = ObservedQuantity("costs", "most negative mean cost (∂L/∂m)·m", cost_trajectories, signed=True)
+COSTS = ObservedQuantity("costs", "most negative cost (∂L/∂m)·m", cost_trajectories, signed=True)
 
 COST_OBSERVER = TrainingObserver(
     name="cost-sign",
     new_epoch=EpochCosts,
     needs_gradients=True,
-    description="per-epoch mean cost (∂L/∂m)·m per cell type, edge and op, per split",
+    description="per-epoch cost (∂L/∂m)·m per cell type, edge and op, per split: mean, conditional on sampling",
     quantities=(COSTS,),
 )
 
@@ -170,8 +244,31 @@ def wiring_selection(space: SearchSpace, costs: Mapping[str, Tensor]) -> Selecti
     """
     if space.in_degree is None:
         return top2_selection(space, costs)
+    return _variable_in_degree({cell_type: _negative_cost_edges(space, cost) for cell_type, cost in costs.items()},
+                               space, costs)
+
+
+def alpha_selection(space: SearchSpace, costs: Mapping[str, Tensor], alphas: Mapping[str, Tensor]) -> Selection:
+    """The reference's cell: each edge its largest-α op (first on ties), ``none`` included; ``none`` drops the edge.
+
+    Dead nodes are pruned as in :func:`wiring_selection`; in a space without pruning ``none`` is an op like any other.
+    """
+    if space.in_degree is None:
+        scores = {cell_type: -cost for cell_type, cost in costs.items()}
+        genotype = space.genotype_from_scores({c: a.detach() for c, a in alphas.items()})
+        return Selection(genotype=genotype, scores=scores, variable_in_degree=False)
+    choices = {}
+    for cell_type, alpha in alphas.items():
+        best = alpha.detach().to("cpu", torch.float64).argmax(dim=1).tolist()
+        keep = {edge: space.ops[k] for edge, k in enumerate(best) if space.ops[k] != NONE_OP}
+        choices[cell_type] = _live_edges(space, keep)
+    return _variable_in_degree(choices, space, costs)
+
+
+def _variable_in_degree(choices: Mapping[str, Mapping[int, str]], space: SearchSpace,
+                        costs: Mapping[str, Tensor]) -> Selection:
+    """The cell of ``choices`` ({cell type: {edge: op}}), or the failure "no edge selected" for an empty cell type."""
     scores = {cell_type: -cost for cell_type, cost in costs.items()}
-    choices = {cell_type: _negative_cost_edges(space, cost) for cell_type, cost in costs.items()}
     empty = [cell_type for cell_type in space.cell_types if not choices[cell_type]]
     if empty:
         failure = "; ".join(f"no edge selected in the {cell_type} cell" for cell_type in empty)
@@ -180,25 +277,33 @@ def wiring_selection(space: SearchSpace, costs: Mapping[str, Tensor]) -> Selecti
 
 
 def _negative_cost_edges(space: SearchSpace, cost: Tensor) -> dict[int, str]:
-    """``{edge: op}`` for the edges whose best selectable op has a negative cost and a live source.
+    """``{edge: op}`` for the edges whose best selectable op has a negative cost and a live source."""
+    table = cost.detach().to("cpu", torch.float64)
+    selectable = list(space.selectable_ops)
+    best_cost, best_pos = table[:, selectable].min(dim=1)  # ties: the lower op index, like DARTS
+    return _live_edges(space, {edge: space.ops[selectable[int(best_pos[edge])]]
+                               for edge in range(space.num_edges) if best_cost[edge] < 0})
+
+
+def _live_edges(space: SearchSpace, keep: Mapping[int, str]) -> dict[int, str]:
+    """The edges of ``keep`` ({edge: op}) whose source node is live.
 
     Nodes are visited in order and edges only go forward, so one pass reaches the fixed point
     of "drop edges out of dead nodes, then nodes left without inputs die".
     """
-    table = cost.detach().to("cpu", torch.float64)
-    selectable = list(space.selectable_ops)
-    best_cost, best_pos = table[:, selectable].min(dim=1)  # ties: the lower op index, like DARTS
     live = set(range(space.num_input_nodes))
     chosen = {}
     for dst in space.nodes:
         for edge in space.edges_into(dst):
-            if edge.src in live and best_cost[edge.index] < 0:
-                chosen[edge.index] = space.ops[selectable[int(best_pos[edge.index])]]
+            if edge.src in live and edge.index in keep:
+                chosen[edge.index] = keep[edge.index]
                 live.add(dst)
     return chosen
 
 
 DERIVATIONS = {"top2": top2_selection, "wiring": wiring_selection}
+DERIVE_CHOICES = (*DERIVATIONS, "alpha")
+ESTIMATES = ("auto", "conditional", "mixture")
 
 
 # -- the selector ------------------------------------------------------------------------------
@@ -207,13 +312,24 @@ def measurement_split(ctx: SelectionContext) -> str:
     split = ctx.options["split"]
     if split != "auto":
         return split
-    trained_on = getattr(ctx.supernet, "metadata", {}).get("alpha_split")
+    metadata = getattr(ctx.supernet, "metadata", {})
+    trained_on = metadata.get("alpha_split")
+    if metadata.get("mode") == "uniform-sampling":  # α unused; the reference measures on training batches
+        return "train"
     if trained_on is None:  # frozen α or a foreign checkpoint: held-out data, as bi-level DARTS
         return "valid"
     if trained_on not in SPLITS:
         raise SelbenchError(f"cost-sign: the checkpoint says α was trained on {trained_on!r}, not one of "
                             f"{', '.join(SPLITS)}; pass split=train or split=valid")
     return trained_on
+
+
+def cost_estimate(ctx: SelectionContext) -> str:
+    """The ``estimate`` option, ``auto`` resolved: ``conditional`` on a stochastic supernet, else ``mixture``."""
+    estimate = ctx.options["estimate"]
+    if estimate != "auto":
+        return estimate
+    return "conditional" if getattr(ctx.supernet, "metadata", {}).get("mode") in STOCHASTIC_MODES else "mixture"
 
 
 def select_by_cost_sign(ctx: SelectionContext) -> Selection:
@@ -227,8 +343,17 @@ def select_by_cost_sign(ctx: SelectionContext) -> Selection:
             ctx.count("backward_passes")
             ctx.count(f"cost_batches_{split}")
 
+    batches = counted(ctx.batches(split, limit, progress=f"cost on {split}"))
     with batchnorm_mode(ctx.supernet, ctx.options["bn"]):
-        costs = op_costs(ctx.supernet, counted(ctx.batches(split, limit, progress=f"cost on {split}")))
+        if cost_estimate(ctx) == "conditional":
+            uniform = getattr(ctx.supernet, "metadata", {}).get("mode") == "uniform-sampling"
+            generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
+            costs, samples = sampled_op_costs(ctx.supernet, batches, uniform=uniform, generator=generator)
+            ctx.count("unsampled_ops", int(sum((count == 0).sum() for count in samples.values())))
+        else:
+            costs = op_costs(ctx.supernet, batches)
+    if ctx.options["derive"] == "alpha":
+        return alpha_selection(ctx.space, costs, cast(Supernet, ctx.supernet).alphas)
     return DERIVATIONS[ctx.options["derive"]](ctx.space, costs)
 
 
@@ -237,7 +362,12 @@ COST_SIGN = Selector(
     run=select_by_cost_sign,
     options={
         "derive": Option("top2", "top2: two most negative-cost edges per node (DARTS-comparable); "
-                                 "wiring: every edge whose best op has negative cost", choices=tuple(DERIVATIONS)),
+                                 "wiring: every edge whose best op has negative cost (the paper's rule); "
+                                 "alpha: argmax α per edge, none included (the reference code's cell)",
+                         choices=DERIVE_CHOICES),
+        "estimate": Option("auto", "conditional: mean ∂L/∂Z over batches where the op was sampled (one-hot Z); "
+                                   "mixture: mean (∂L/∂m)·m at m = softmax(α); auto: conditional on snas, dsnas "
+                                   "and uniform-sampling supernets, mixture otherwise", choices=ESTIMATES),
         "split": Option("auto", "data the cost is measured on; auto: the split α was trained on "
                                 "(train for single-level, valid for bi-level and unknown)", choices=("auto", *SPLITS)),
         "batches": Option(0, "batches to average over (0 = the whole split)", minimum=0),

@@ -21,8 +21,12 @@ The recipe's dataset names the benchmark's: ``cifar10`` → ``cifar10`` (trained
 training images, tested on the 10k test images), ``cifar100`` → ``cifar100`` and
 ``imagenet16-120`` → ``ImageNet16-120`` (tested on the benchmark's half of the test set).
 
-The seam for tests and other benchmark copies: :func:`make_lookup_scorer` takes the function
-that opens the benchmark; anything with the two query methods of :class:`BenchmarkAPI` works.
+The same lookup is also a source of the ``table`` scorer (``--scorer table``), under the name
+``nb201``: the scorer that reads every tabulated space, NAS-Bench-201's and selbench's own.
+
+The seam for tests and other benchmark copies: :func:`make_lookup_scorer` and
+:func:`make_table_source` take the function that opens the benchmark; anything with the two
+query methods of :class:`BenchmarkAPI` works.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ from selbench import (
     Scorer,
     ScoringContext,
     SelbenchError,
+    TableSource,
     count_macs,
     count_parameters,
     get_space,
@@ -50,6 +55,7 @@ BENCHMARK_ENV = "SELBENCH_NB201_BENCHMARK"
 SPACE = "nb201"
 EPOCHS = 200  # the benchmark's full training schedule (its "hp")
 BENCHMARK_NETWORK = {"C": 16, "N": 5}
+BENCHMARK_STEPS = 3  # intermediate nodes of the benchmark's cell
 
 # recipe dataset name -> (benchmark dataset name, classes, image side)
 DATASETS = {
@@ -134,10 +140,14 @@ def benchmark_dataset(recipe: Any) -> tuple[str, int, int]:
 
 
 def check_space(recipe: Any) -> None:
-    """Recipes that search another space than NAS-Bench-201's are an error."""
+    """Recipes that search another space than NAS-Bench-201's (or a variant with another node count) are an error."""
     if recipe.supernet["space"] != SPACE:
         raise SelbenchError(f"{NAME}: recipe {recipe.name!r} searches the {recipe.supernet['space']} space; "
                             f"this scorer only knows {SPACE} cells")
+    steps = recipe.supernet.get("steps", BENCHMARK_STEPS)
+    if steps != BENCHMARK_STEPS:
+        raise SelbenchError(f"{NAME}: recipe {recipe.name!r} searches cells with {steps} nodes; NAS-Bench-201's "
+                            f"have {BENCHMARK_STEPS}")
 
 
 def benchmark_cell(genotype: Genotype, recipe: Any) -> str:
@@ -168,23 +178,37 @@ def lookup_score(genotype: Genotype, recipe: Any, benchmark: Callable[[], Benchm
             "epochs": EPOCHS, "benchmark_dataset": dataset, "benchmark_index": index}
 
 
+def check_recipe(recipe: Any, benchmark: Callable[[], BenchmarkAPI]) -> None:
+    """Space, dataset and the benchmark itself (opened now, kept for the scoring) before any training."""
+    check_space(recipe)
+    benchmark_dataset(recipe)
+    benchmark()
+
+
 def make_lookup_scorer(benchmark: Callable[[], BenchmarkAPI] = default_benchmark) -> Scorer:
     """The ``nb201-lookup`` scorer reading the benchmark that ``benchmark()`` returns (default: the user's file)."""
 
     def score(ctx: ScoringContext) -> dict[str, Any]:
         return lookup_score(ctx.genotype, ctx.recipe, benchmark)
 
-    def check(recipe: Any) -> None:
-        """Space, dataset and the benchmark itself (opened now, kept for the scoring) before any training."""
-        check_space(recipe)
-        benchmark_dataset(recipe)
-        benchmark()
-
-    return Scorer(name=NAME, score=score, check=check,
+    return Scorer(name=NAME, score=score, check=functools.partial(check_recipe, benchmark=benchmark),
                   description="NAS-Bench-201 cells: test accuracy at 200 epochs (mean over seeds) looked up in the "
                               "benchmark instead of retraining (needs nats_bench and the benchmark file)")
+
+
+def make_table_source(benchmark: Callable[[], BenchmarkAPI] = default_benchmark) -> TableSource:
+    """NAS-Bench-201 as a source of the ``table`` scorer (name ``nb201``), reading what ``benchmark()`` opens."""
+    return TableSource(name="nb201", check=functools.partial(check_recipe, benchmark=benchmark),
+                       score=functools.partial(lookup_score, benchmark=benchmark),
+                       description="NAS-Bench-201 / NATS-Bench topology benchmark: CIFAR-10, CIFAR-100, "
+                                   "ImageNet16-120 at 200 epochs")
 
 
 @hookimpl
 def selbench_register_scorers(register) -> None:
     register(make_lookup_scorer())
+
+
+@hookimpl
+def selbench_register_table_sources(register) -> None:
+    register(make_table_source())

@@ -30,6 +30,7 @@ from selbench.plugin.lookup import (
 from selbench.recipes.recipe import Recipe, list_recipes, load_recipe
 from selbench.retrain.macs import count_macs, count_parameters
 from selbench.retrain.scorer import Scorer, ScoringContext
+from selbench.retrain.table_source import TableSource
 from selbench.select.context import (
     AugmentingData,
     SelectionContext,
@@ -42,6 +43,7 @@ from selbench.select.run import select
 from selbench.train.checkpoint import DartsOutputWarning, load_supernet, read_checkpoint, save_supernet
 from selbench.train.driver import train_supernet
 from selbench.train.observers import EpochObserver, TrainingObserver
+from selbench.train.sampling import STOCHASTIC_MODES
 from selbench.train.trajectory import EdgeLayout, ObservedQuantity, Trajectories
 
 __all__ = [
@@ -72,9 +74,11 @@ __all__ = [
     "Selection",
     "SelectionContext",
     "SelectionRun",
+    "STOCHASTIC_MODES",
     "Selector",
     "Supernet",
     "SupernetData",
+    "TableSource",
     "TensorData",
     "TrainingObserver",
     "Trajectories",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from slurm import one_node_slurm
 
 import selbench
 import selbench.testing
@@ -47,3 +48,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A one-node Slurm cluster for the session (tests/slurm.py): the environment to run subprocesses with."""
+    with one_node_slurm(tmp_path_factory.mktemp("slurm")) as env:
+        yield env

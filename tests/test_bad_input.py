@@ -18,8 +18,8 @@ from selbench.core.files import atomic_write_json
 from selbench.core.options import Option
 from selbench.plugin.host import PluginHost, UnknownPluginWarning
 from selbench.recipes.recipe import load_recipe
-from selbench.retrain.from_scratch import STATE_FILE, retrain
 from selbench.retrain.identity import retrain_key
+from selbench.retrain.training import STATE_FILE, retrain
 
 GENOTYPE_A = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|"
 GENOTYPE_B = "|skip_connect~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|"
@@ -82,6 +82,7 @@ batch_size = 32
 [search]
 mode = "single-level"
 epochs = 2
+[retrain]
 """
 
 
@@ -99,6 +100,10 @@ def inputs(tmp_path):
     (tmp_path / "latin1.txt").write_bytes(b"Genotype(\xe9)")
     (tmp_path / "micro.toml").write_text(MICRO)
     (tmp_path / "afile").write_text("not a directory")
+    (tmp_path / "text.pt").write_text("hello")
+    (tmp_path / "empty.toml").write_text("")
+    (tmp_path / "nosearch.toml").write_text(MICRO.split("[search]")[0] + "[retrain]\n")
+    (tmp_path / "misspelled.toml").write_text(MICRO + "[selectors]\nperturbaton = { proj_intv = 1 }\n")
     fill(RunStore(tmp_path / "runs", log=lambda line: None))
     toy_record(tmp_path / "run")
     return {"tmp": str(tmp_path), "blocked": str(tmp_path / "afile" / "below")}
@@ -138,16 +143,42 @@ CASES = [
     # i: smaller ones
     (["select", "{tmp}", *AM], "is a directory, not a checkpoint file"),
     (["leaderboard", "{tmp}/runs", "--reference", "nosuch"], "the selectors present are"),
+    (["report", "{tmp}/runs", "--reference", "nosuch", "--out", "{tmp}/r.html"], "the selectors present are"),
+    (["select", "{tmp}/text.pt", *AM], "is not a torch checkpoint (it starts with b'hell')"),
+    # recipes: no silent defaults for a missing section, range errors name the override
+    (["train", "{tmp}/empty.toml", "--out", "{tmp}/t"], "empty.toml has no [supernet] section"),
+    (["run", "{tmp}/nosearch.toml", "--runs", "{tmp}/store"], "nosearch.toml has no [search] section"),
+    (["train", "{tmp}/micro.toml", "--set", "search.epochs=-1", "--out", "{tmp}/t"],
+     "micro.toml with --set search.epochs=-1: search.epochs must be >= 0"),
+    # c: selector names and options are checked before any unit runs
+    (["run", "{tmp}/micro.toml", "-o", "perturbaton.proj_intv=1", "--runs", "{tmp}/store"],
+     "-o: options for 'perturbaton', which is not a selector"),
+    (["run", "{tmp}/misspelled.toml", "--runs", "{tmp}/store"],
+     "recipe misspelled [selectors]: options for 'perturbaton'"),
+    (["run", "{tmp}/micro.toml", "-o", "cost-sign.batches=abc", "--runs", "{tmp}/store"], "expected an integer"),
+    # the run store's own options
+    (["run", "{tmp}/micro.toml", "--selectors", "alpha-magnitude", "--redo", "cost-sign", "--runs", "{tmp}/store"],
+     "--redo cost-sign: not among the selectors of this run"),
+    (["run", "{tmp}/micro.toml", "--stale-after", "0", "--runs", "{tmp}/store"],
+     "--stale-after 0: expected a positive"),
 ]
 
 
 @pytest.mark.parametrize(("argv", "expected"), CASES, ids=[" ".join(argv[:1] + argv[-2:]) for argv, _ in CASES])
 def test_bad_input_is_one_line_and_exit_code_2(inputs, capsys, argv, expected):
+    existing = Path(inputs["tmp"]) / "runs"
+    before = snapshot(existing)
     code = main([arg.format(**inputs) for arg in argv])
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert code == 2, captured.err
     assert len(lines) == 1 and expected in lines[0] and "Traceback" not in captured.err, captured.err
+    assert snapshot(existing) == before  # an existing run directory is left as it was
+    assert not [p for p in (Path(inputs["tmp"]) / "store").rglob("*") if p.is_file()]  # nothing computed
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_nothing_is_written_when_training_diverges(inputs, capsys):
@@ -174,3 +205,14 @@ def test_unknown_names_in_disable_plugins_are_a_warning(monkeypatch):
     monkeypatch.setenv("SELBENCH_DISABLE_PLUGINS", "alpha-magnitude,nosuch-plugin")
     with pytest.warns(UnknownPluginWarning, match="'nosuch-plugin'"):
         PluginHost()
+
+
+def test_train_over_a_damaged_finished_checkpoint_is_refused(inputs, capsys):
+    out = Path(inputs["tmp"]) / "t"
+    argv = ["train", inputs["tmp"] + "/micro.toml", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    checkpoint = out / "supernet.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:-100])
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "supernet.pt does not match its record supernet.json (truncated or modified)" in capsys.readouterr().err

@@ -175,6 +175,8 @@ class EveryHook:
         self.selector = selbench.Selector(name="house-first-choice", run=self.first_choice,
                                           description="per node the first edges, each with its first selectable op")
         self.scorer = selbench.Scorer(name="house-scorer", score=lambda ctx: {"test_accuracy": 0.5})
+        self.table_source = selbench.TableSource(name="house-table", check=lambda recipe: None,
+                                                 score=lambda genotype, recipe: {"test_accuracy": 0.25})
         self.epochs: list[CountSteps] = []
         self.observer = selbench.TrainingObserver(name="house-steps", new_epoch=lambda space: CountSteps(self.epochs))
         self.finished: list[selbench.SelectionRun] = []
@@ -208,6 +210,11 @@ class EveryHook:
         register(self.scorer)
 
     @selbench.hookimpl
+    def selbench_register_table_sources(self, register):
+        self.hooks_called.add("selbench_register_table_sources")
+        register(self.table_source)
+
+    @selbench.hookimpl
     def selbench_register_training_observers(self, register):
         self.hooks_called.add("selbench_register_training_observers")
         register(self.observer)
@@ -237,6 +244,7 @@ def test_every_hook_is_called_by_the_harness(tmp_path):
         assert selbench.get_dataset("house-noise") is plugin.dataset
         assert selbench.list_scorers() == ["house-scorer"]
         assert selbench.get_scorer("house-scorer") is plugin.scorer
+        assert [r.obj for r in host.registrations("table source").values()] == [plugin.table_source]
         assert [r.obj for r in host.registrations("training observer").values()] == [plugin.observer]
         assert host.registrations("selector")["house-first-choice"].plugin == "house"
 

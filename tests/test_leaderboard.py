@@ -190,6 +190,18 @@ def test_corrupt_and_foreign_records_are_reported_not_used(runs):
     assert any(line.startswith("skipped retrain") and "lacks" in line for line in lines)
 
 
+def test_a_retrain_whose_selection_is_unusable_is_left_out(runs, rows):
+    lines: list[str] = []
+    store = RunStore(runs, log=lines.append)
+    selection = next(u for u in store.units("selection") if u.result["selector"] == "alpha-magnitude")
+    (selection.directory / "record.json").write_text('{"format": "selbench-unit"')
+    after = {(r.recipe, r.selector): r for r in build_rows(*load_records(runs, log=lines.append))}
+    orphans = [u for u in store.units("retrain") if u.config["selection"] == selection.key]
+    assert orphans and after[selection.result["recipe"], "alpha-magnitude"].runs == (
+        rows[selection.result["recipe"], "alpha-magnitude"].runs - len(orphans))
+    assert sum("is missing or unusable" in line for line in lines) == len(orphans)
+
+
 def test_retrain_record_round_trips_and_rejects_failed_selections():
     selection = SelectionRecord("demo", "sup0", 0,
                                 SelectionRun(Selection(genotype=REFERENCE_0), selector="alpha-magnitude"))

@@ -107,6 +107,18 @@ def test_datasets_and_spaces_outside_the_benchmark_are_clear_errors(stand_in, tm
     assert stand_in.calls == []
 
 
+def test_the_lookup_is_the_nb201_source_of_the_table_scorer(stand_in, tmp_path):
+    source = nb201_lookup.make_table_source(lambda: stand_in)
+    recipe = selbench.load_recipe("nb201-cifar10")
+    source.check(recipe)
+    scored = score(make_lookup_scorer(lambda: stand_in), REFERENCE_EXAMPLE, recipe, tmp_path)
+    assert source.score(Genotype.parse(REFERENCE_EXAMPLE), recipe) == {**scored, "seconds": pytest.approx(0, abs=1)}
+    with pytest.raises(SelbenchError, match="searches cells with 2 nodes; NAS-Bench-201's have 3"):
+        source.check(selbench.load_recipe("nb201-cifar10", ["supernet.steps=2"]))
+    assert [s.name for s in selbench.plugin_host().registrations("table source").values()
+            if s.plugin == "nb201-lookup"] == ["nb201"]
+
+
 def test_registered_scorer_without_a_benchmark_says_what_to_install_and_where(monkeypatch, tmp_path):
     assert "nb201-lookup" in selbench.list_scorers()
     registered = selbench.get_scorer("nb201-lookup")
@@ -165,7 +177,7 @@ def test_the_grid_opens_the_benchmark_before_any_training(monkeypatch, tmp_path,
     monkeypatch.delenv(BENCHMARK_ENV, raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
     recipe = tmp_path / "nb201-digits-as-cifar10.toml"  # a recipe the scorer accepts, without its benchmark
-    recipe.write_text('[supernet]\nspace = "nb201"\n[data]\ndataset = "cifar10"\n')
+    recipe.write_text('[supernet]\nspace = "nb201"\n[data]\ndataset = "cifar10"\n[search]\n[retrain]\n')
     code = main(["run", str(recipe), "--runs", str(tmp_path / "runs"), "--scorer", "nb201-lookup", "--quiet"])
     assert code == 2 and "no NAS-Bench-201 benchmark in" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.pt"))

@@ -9,12 +9,12 @@ from torch import nn
 
 from selbench import Genotype, SelbenchError
 from selbench.recipes.recipe import RETRAIN_TRAINING_DEFAULTS, load_recipe
-from selbench.retrain.from_scratch import (
+from selbench.retrain.scoring import score_genotype
+from selbench.retrain.training import (
     build_retrain_network,
     make_optimizer,
     train_epoch,
 )
-from selbench.retrain.scoring import score_genotype
 
 
 # -- the shipped NB201 recipes ------------------------------------------------------------------------
@@ -48,7 +48,7 @@ def test_nb201_demo_builds_its_supernet_and_networks_for_digits():
 # -- [retrain] network keys follow the space's build_network ---------------------------------------
 def test_network_keys_are_those_of_the_spaces_build_network(tmp_path):
     partial = tmp_path / "mine.toml"
-    partial.write_text('[supernet]\nspace = "nb201"\n[retrain]\nN = 2\n')
+    partial.write_text('[supernet]\nspace = "nb201"\n[data]\n[search]\n[retrain]\nN = 2\n')
     recipe = load_recipe(partial)
     assert recipe.retrain_network() == {"C": 16, "N": 2}  # C: the space's own default, not DARTS's 36
     assert recipe.retrain_training() == {**RETRAIN_TRAINING_DEFAULTS, "nesterov": False}

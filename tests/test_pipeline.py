@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from selbench import Selection, SelectionRun
-from selbench.bench.grid import retrain_unit, run_grid, supernet_unit
+from selbench.bench.grid import retrain_task, run_grid, supernet_task
 from selbench.bench.leaderboard import leaderboard
 from selbench.bench.records import SelectionRecord
 from selbench.bench.store import RunStore, Unit
@@ -51,7 +52,7 @@ def test_grid_trains_once_reuses_everything_and_feeds_the_leaderboard(micro_reci
     first = run_grid([micro_recipe], selectors, seeds=[0], retrain_seeds=[0], store=store, progress=False)
     assert (first.supernets, first.selections, first.retrains + first.failed_selections) == (1, 2, 2)
     computed = [line for line in lines if line.startswith("computing")]
-    assert len([line for line in computed if "supernet" in line]) == 1  # one supernet shared by both selectors
+    assert len([line for line in computed if line.startswith("computing supernet")]) == 1  # shared by both selectors
 
     lines.clear()
     again = run_grid([micro_recipe], selectors, seeds=[0], retrain_seeds=[0], store=store, progress=False)
@@ -78,10 +79,6 @@ def test_truncated_retrain_artifact_is_reported_and_recomputed(micro_recipe, tmp
 
 
 def test_unit_keys_ignore_where_the_data_files_are(tmp_path):
-    class ConfigOnly:  # records the unit configurations instead of running them
-        def run_unit(self, kind, config, compute):
-            return config
-
     path = tmp_path / "micro.toml"
     path.write_text(MICRO)
     failed = SelectionRun(Selection(genotype=None), selector="alpha-magnitude")
@@ -90,6 +87,6 @@ def test_unit_keys_ignore_where_the_data_files_are(tmp_path):
     configs = []
     for overrides in ([], ["data.root=/elsewhere", "data.download=true"]):
         recipe = load_recipe(str(path), overrides)
-        configs.append((supernet_unit(ConfigOnly(), recipe, 0, "cpu", False),
-                        retrain_unit(ConfigOnly(), recipe, selection, 0, "cpu")))
+        configs.append((supernet_task(recipe, 0, torch.device("cpu"), False).config,
+                        retrain_task(recipe, selection, 0, torch.device("cpu")).config))
     assert configs[0] == configs[1]

@@ -108,13 +108,41 @@ def test_a_recipe_file_with_an_unknown_key_names_file_and_key(tmp_path):
         load_recipe(path)
 
 
-def test_a_partial_file_takes_the_defaults(tmp_path):
-    recipe = load_recipe(write(tmp_path, 'description = "tiny"\n[search]\nepochs = 2\n'))
+def test_empty_sections_take_the_defaults(tmp_path):
+    recipe = load_recipe(write(tmp_path, 'description = "tiny"\n[supernet]\n[data]\n[search]\nepochs = 2\n[retrain]\n'))
     assert recipe.name == "mine" and recipe.description == "tiny"
     assert recipe.search["epochs"] == 2 and recipe.search["lr"] == 0.025
     darts_evaluation_network = {"C": 36, "layers": 20, "auxiliary": True}  # REFERENCES: DARTS's CIFAR-10 network
     assert recipe.supernet == {"space": "darts"}
     assert recipe.retrain == {**darts_evaluation_network, **RETRAIN_TRAINING_DEFAULTS}
+
+
+@pytest.mark.parametrize("text", ["", 'description = "no search"\n[supernet]\n[data]\n[retrain]\n'])
+def test_a_missing_section_is_refused_not_defaulted(tmp_path, text):
+    with pytest.raises(selbench.SelbenchError, match=r"mine.toml has no \[(supernet|search)\] section; write it"):
+        load_recipe(write(tmp_path, text))
+    with pytest.raises(selbench.SelbenchError, match="has no"):  # an override does not stand in for a section
+        load_recipe(write(tmp_path, text), ["search.epochs=1"])
+
+
+def test_a_recipe_can_start_from_another(tmp_path):
+    demo = load_recipe("demo")
+    recipe = load_recipe(write(tmp_path, 'base = "demo"\n[search]\nepochs = 1\n[retrain]\nepochs = 3\n'))
+    assert recipe.search == {**demo.search, "epochs": 1}
+    assert recipe.retrain == {**demo.retrain, "epochs": 3}
+    assert (recipe.supernet, recipe.data, recipe.description) == (demo.supernet, demo.data, demo.description)
+    (tmp_path / "child.toml").write_text('base = "mine.toml"\n[data]\nsubset = 50\n')
+    child = load_recipe(tmp_path / "child.toml")
+    assert child.name == "child" and child.data["subset"] == 50 and child.search["epochs"] == 1
+    (tmp_path / "loop.toml").write_text('base = "loop.toml"\n')
+    with pytest.raises(selbench.SelbenchError, match="its base chain comes back to it"):
+        load_recipe(tmp_path / "loop.toml")
+
+
+def test_a_range_error_from_set_names_the_override(tmp_path):
+    match = r"demo.toml with --set search.epochs=-1: search.epochs must be >= 0"
+    with pytest.raises(selbench.SelbenchError, match=match):
+        load_recipe("demo", ["search.epochs=-1"])
 
 
 def test_unknown_names_and_missing_files_are_clear_errors(tmp_path):

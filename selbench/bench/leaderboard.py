@@ -16,11 +16,18 @@ recipe, supernet_key, supernet_seed).  Per (recipe, selector):
 * ``shared``: mean over the supernets of the fraction of (edge, op) choices this selector
   shares with the reference's genotype on the same supernet — shared choices divided by the
   larger of the two choice counts, so 1.0 means the same cell;
-* ``failed``: failed selections (no cell found) out of all selections — counted, not hidden.
+* ``failed``: failed selections (no cell found) out of all selections — counted, not hidden —
+  and, after them, the units of this row that *crashed* (selections or retrains that raised;
+  the next ``selbench run`` retries them, so they are not results yet).
+
+For a recipe with a truth table (a table made by ``selbench tabulate`` from a recipe of the same
+name), four more columns say how good the chosen cells are among all cells:
+:mod:`selbench.bench.quality` (true accuracy, rank percentile, regret, τ against true importance).
 
 Rows are grouped by recipe and sorted by mean accuracy (best first); rows without scored
 runs come last.  Units whose record is corrupt or follows another schema are reported on
-the log and left out.
+the log and left out, and so are retrains whose selection is missing or unusable (a score
+without the selection it scores cannot be attributed).
 """
 from __future__ import annotations
 
@@ -29,7 +36,7 @@ import io
 import json
 import math
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -38,6 +45,7 @@ import numpy as np
 from scipy import stats
 from tabulate import tabulate
 
+from selbench.bench.quality import QUALITY_HEADERS, quality_cells, recipe_quality
 from selbench.bench.records import RetrainRecord, SelectionRecord
 from selbench.bench.store import RunStore
 from selbench.core.errors import SelbenchError
@@ -65,6 +73,12 @@ class Row:
     shared_with_reference: float | None
     failed_selections: int
     selections: int
+    crashed: int = 0
+    # selection quality against the recipe's truth table (selbench.bench.quality); None without one
+    true_acc: float | None = None
+    rank_percentile: float | None = None
+    regret: float | None = None
+    tau: float | None = None
 
 
 def shared_fraction(genotype: Genotype, reference: Genotype) -> float:
@@ -82,8 +96,12 @@ def welch_p_value(sample: Sequence[float], reference: Sequence[float]) -> float 
 
 
 def load_records(runs_dir: str | os.PathLike, *, log: Callable[[str], None] | None = None
-                 ) -> tuple[list[SelectionRecord], list[RetrainRecord]]:
-    """The selection and retrain records of a runs directory (corrupt or foreign ones reported and skipped)."""
+                 ) -> tuple[list[SelectionRecord], list[RetrainRecord], list[Mapping[str, Any]]]:
+    """The selection and retrain records of a runs directory, and what its crashed units were about.
+
+    Corrupt or foreign records are reported on ``log`` and skipped; so are retrains of a
+    selection that is not among the usable selection records.
+    """
     root = Path(runs_dir)
     if not root.is_dir():
         raise SelbenchError(f"runs directory {root} does not exist; pass the directory `selbench run --runs` wrote")
@@ -92,23 +110,39 @@ def load_records(runs_dir: str | os.PathLike, *, log: Callable[[str], None] | No
     retrains: list[RetrainRecord] = []
     sources: tuple[tuple[str, Callable[[Mapping[str, Any]], Any], list[Any]], ...] = (
         ("selection", SelectionRecord.from_result, selections), ("retrain", RetrainRecord.from_result, retrains))
+    selection_keys: set[str] = set()
     for kind, parse, into in sources:
         for unit in store.units(kind):
             if kind == "retrain" and unit.failed:
                 store.log(f"failed retrain {unit.short_key} left out: {unit.result.get('failure')}")
                 continue
             try:
-                into.append(parse(unit.result))
+                record = parse(unit.result)
             except (SelbenchError, TypeError, ValueError) as exc:  # a record of another schema is data, not a bug
                 store.log(f"skipped {kind} {unit.short_key}: {exc}")
-    return selections, retrains
+                continue
+            if kind == "selection":
+                selection_keys.add(unit.key)
+            elif record.selection_key not in selection_keys:
+                store.log(f"skipped retrain {unit.short_key}: its selection {record.selection_key[:16]} "
+                          "is missing or unusable")
+                continue
+            into.append(record)
+    crashed = [unit.record.get("about") or {}
+               for kind in ("selection", "retrain") for unit in store.units(kind, crashed=True)]
+    return selections, retrains, crashed
 
 
-def build_rows(selections: Iterable[SelectionRecord], retrains: Iterable[RetrainRecord], *,
-               reference: str = REFERENCE_SELECTOR) -> list[Row]:
-    """Aggregate records into sorted leaderboard rows (see the module docstring)."""
+def build_rows(selections: Iterable[SelectionRecord], retrains: Iterable[RetrainRecord],
+               crashed: Iterable[Mapping[str, Any]] = (), *, reference: str = REFERENCE_SELECTOR) -> list[Row]:
+    """Aggregate records into sorted leaderboard rows (see the module docstring).
+
+    ``crashed``: the ``about`` of each crashed unit (its recipe and selector), counted per row.
+    """
     selections_of: dict[tuple[str, str], list[SelectionRecord]] = defaultdict(list)
     retrains_of: dict[tuple[str, str], list[RetrainRecord]] = defaultdict(list)
+    crashes: Counter[tuple[str, str]] = Counter((str(about.get("recipe")), str(about.get("selector")))
+                                                for about in crashed if about.get("selector"))
     for selection in selections:
         selections_of[selection.recipe, selection.selection.selector].append(selection)
     for retrain in retrains:
@@ -121,7 +155,7 @@ def build_rows(selections: Iterable[SelectionRecord], retrains: Iterable[Retrain
                     reference_cells[recipe, record.supernet_key].append(record.selection.genotype)
 
     rows = []
-    for recipe, selector in set(selections_of) | set(retrains_of):
+    for recipe, selector in set(selections_of) | set(retrains_of) | set(crashes):
         chosen, scored = selections_of[recipe, selector], retrains_of[recipe, selector]
         accuracies = [100.0 * r.test_accuracy for r in scored]
         reference_accuracies = [100.0 * r.test_accuracy for r in retrains_of.get((recipe, reference), [])]
@@ -142,6 +176,8 @@ def build_rows(selections: Iterable[SelectionRecord], retrains: Iterable[Retrain
             shared_with_reference=_mean(overlaps),
             failed_selections=sum(s.failed for s in chosen),
             selections=len(chosen),
+            crashed=crashes[recipe, selector],
+            **asdict(recipe_quality(recipe, chosen)),
         ))
     return sorted(rows, key=lambda r: (r.recipe, r.test_acc_mean is None, -(r.test_acc_mean or 0.0), r.selector))
 
@@ -171,8 +207,11 @@ def text_table(rows: Sequence[Row], *, reference: str = REFERENCE_SELECTOR) -> t
         _fmt(row.test_acc_mean, ".2f") + ("" if row.test_acc_std is None else f" ± {row.test_acc_std:.2f}"),
         _fmt(row.test_acc_best, ".2f"), _fmt(row.params_m_mean, ".2f"), _fmt(row.selection_seconds_mean, ".1f"),
         _fmt(row.retrain_hours, ".3f"), _fmt(row.p_value, ".3g"), _fmt(row.shared_with_reference, ".2f"),
-        f"{row.failed_selections}/{row.selections}",
+        f"{row.failed_selections}/{row.selections}" + (f", {row.crashed} crashed" if row.crashed else ""),
     ] for row in rows]
+    if any(row.true_acc is not None for row in rows):  # a recipe with a truth table
+        headers += QUALITY_HEADERS
+        table = [line + quality_cells(row) for line, row in zip(table, rows)]
     return headers, table
 
 
@@ -183,15 +222,23 @@ def leaderboard(runs_dir: str | os.PathLike, fmt: str = "markdown", *, reference
     ``require_reference``: refuse a ``reference`` selector that has no record in ``runs_dir``
     (a reference asked for by name, as ``--reference`` does).
     """
-    selections, retrains = load_records(runs_dir, log=log)
-    if not selections and not retrains:
+    selections, retrains, crashed = load_records(runs_dir, log=log)
+    if not selections and not retrains and not crashed:
         raise SelbenchError(f"no finished selections or retrains under {runs_dir}; "
                             f"run `selbench run RECIPE --runs {runs_dir}` first")
-    present = sorted({s.selection.selector for s in selections} | {r.selector for r in retrains})
-    if require_reference and reference not in present:
+    if require_reference:
+        check_reference(reference, runs_dir, selections, retrains, crashed)
+    return render(build_rows(selections, retrains, crashed, reference=reference), fmt, reference=reference)
+
+
+def check_reference(reference: str, runs_dir: str | os.PathLike, selections: Iterable[SelectionRecord],
+                    retrains: Iterable[RetrainRecord], crashed: Iterable[Mapping[str, Any]]) -> None:
+    """Refuse a reference selector (asked for by name) that has no record in ``runs_dir``."""
+    present = sorted({s.selection.selector for s in selections} | {r.selector for r in retrains}
+                     | {str(about.get("selector")) for about in crashed if about.get("selector")})
+    if reference not in present:
         raise SelbenchError(f"reference selector {reference!r} has no runs under {runs_dir}; "
                             f"the selectors present are {', '.join(present)}")
-    return render(build_rows(selections, retrains, reference=reference), fmt, reference=reference)
 
 
 def _mean(values: Sequence[float]) -> float | None:

@@ -7,9 +7,12 @@ COMMANDS = [
     "recipes",
     "retrain",
     "run",
+    "worker",
+    "status",
     "demo",
     "leaderboard",
     "analyze",
     "report",
     "draw",
+    "tabulate",
 ]

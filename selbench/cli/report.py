@@ -18,13 +18,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"runs directory (default: ${RUNS_ENV} or ./runs)")
     parser.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file to write (default: "
                                                                                "report.html)")
-    parser.add_argument("--reference", default=REFERENCE_SELECTOR,
+    parser.add_argument("--reference", default=None,
                         help=f"selector the leaderboard compares against (default: {REFERENCE_SELECTOR})")
 
 
 def run(args: argparse.Namespace) -> int:
     check_writable(args.out, directory=False)
     start = time.perf_counter()
-    out = write_report(args.runs_dir or default_runs_dir(), args.out, reference=args.reference)
+    out = write_report(args.runs_dir or default_runs_dir(), args.out, reference=args.reference or REFERENCE_SELECTOR,
+                       require_reference=args.reference is not None)
     print(f"report: {out} ({out.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s)")
     return 0

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from selbench.bench.grid import run_grid
+from selbench.bench.claims import DEFAULT_STALE_AFTER
+from selbench.bench.executors import parse_executor, run_processes, summarize
+from selbench.bench.grid import Grid, redo_selectors, run_stages
 from selbench.bench.leaderboard import FORMATS, leaderboard
+from selbench.bench.slurm import SlurmRun
 from selbench.bench.store import RUNS_ENV, RunStore, default_runs_dir
 from selbench.cli.train import recipe_overrides
 from selbench.core.checks import check_device, check_writable
@@ -13,6 +17,8 @@ from selbench.core.errors import OptionError
 from selbench.core.options import parse_assignments
 from selbench.plugin.lookup import list_selectors
 from selbench.recipes.recipe import load_recipe
+
+EXIT_CRASHED = 1  # the grid ran, but some units crashed and were left for the next run
 
 HELP = "train supernets, run selectors, retrain their cells (reusing finished units) and print the leaderboard"
 
@@ -44,6 +50,18 @@ def add_grid_arguments(parser: argparse.ArgumentParser, *, default_seeds: str) -
     parser.add_argument("--download", action="store_true", help="fetch missing official dataset files (MD5-checked)")
     parser.add_argument("--format", default="markdown", choices=FORMATS)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--redo", default="", metavar="SELECTOR[,...]",
+                        help="compute these selectors' selections and their retrains again (e.g. after a plugin's "
+                             "code changed without a version bump); the old units are kept as <key>.replaced")
+    parser.add_argument("--executor", default="local", metavar="local|processes:N|slurm",
+                        help="where units run: this process (default), N worker processes on this machine (one GPU "
+                             "each with --device cuda), or Slurm jobs through submitit (pip install 'selbench[slurm]')")
+    parser.add_argument("--executor-opt", action="append", default=[], metavar="KEY=VALUE",
+                        help="Slurm job settings: partition, time (minutes), gpus, cpus, mem_gb, array_parallelism")
+    parser.add_argument("--stale-after", type=float, default=DEFAULT_STALE_AFTER, metavar="SECONDS",
+                        help="take over a unit whose worker sent no heartbeat for this long (a worker on another "
+                             "host; a dead process on this host is noticed at once; default "
+                             f"{DEFAULT_STALE_AFTER:.0f})")
 
 
 def selector_options(items: list[str]) -> dict[str, dict[str, str]]:
@@ -62,12 +80,35 @@ def run_and_report(recipe_names: list[str], args: argparse.Namespace) -> int:
     overrides = recipe_overrides(args)
     recipes = [load_recipe(name, overrides) for name in recipe_names]
     selectors = list_selectors() if args.selectors == "all" else [s.strip() for s in args.selectors.split(",")]
-    result = run_grid(recipes, selectors, seeds=args.seeds, retrain_seeds=args.retrain_seeds, store=RunStore(runs),
-                      device=device, options=selector_options(args.option), scorer=args.scorer,
-                      progress=not args.quiet)
+    redo = [name.strip() for name in args.redo.split(",") if name.strip()]
+    if args.stale_after <= 0:
+        raise OptionError(f"--stale-after {args.stale_after:g}: expected a positive number of seconds")
+    executor, workers = parse_executor(args.executor)
+    executor_options = parse_assignments(args.executor_opt, "--executor-opt")
+    if executor_options and executor != "slurm":
+        raise OptionError(f"--executor-opt applies to --executor slurm, not {args.executor}")
+    store = RunStore(runs, stale_after=args.stale_after)
+    grid = Grid(tuple(recipes), tuple(selectors), tuple(args.seeds), tuple(args.retrain_seeds),
+                selector_options(args.option), args.scorer, str(device), progress=not args.quiet)
+    grid.check()
+    slurm = SlurmRun(grid, store, executor_options) if executor == "slurm" else None  # its errors before any work
+    redo_selectors(grid, store, redo)
+    if slurm is not None:
+        slurm.submit()
+        slurm.wait()
+    elif executor == "processes":
+        run_processes(grid, runs, workers, stale_after=args.stale_after)
+    else:
+        run_stages(grid, store)
+    result = summarize(grid, store)
     print(f"{result.supernets} supernets, {result.selections} selections ({result.failed_selections} failed), "
           f"{result.retrains} retrains in {runs}\n")
     print(leaderboard(runs, args.format))
+    if result.crashed:
+        print(f"selbench: {len(result.crashed)} unit(s) crashed ({'; '.join(result.crashed)}): the exception and "
+              f"traceback are in their record.json under {runs}; run the same command again to retry them",
+              file=sys.stderr)
+        return EXIT_CRASHED
     return 0
 
 

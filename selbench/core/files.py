@@ -14,7 +14,11 @@ from selbench.core.errors import SelbenchError, StoreError
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
-    """Call ``write(handle)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    """Call ``write(handle)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
+
+    The file gets the mode an ordinary ``open`` would give it (0666 less the umask), not the
+    private 0600 of a temporary file: run stores are shared between users and jobs.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -22,11 +26,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it back at once
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
@@ -67,6 +78,14 @@ def read_json(record_path: Path, advice: str) -> Any:
         return json.loads(record_path.read_text())
     except (OSError, ValueError) as exc:
         raise SelbenchError(f"{record_path} cannot be read ({exc}); {advice}") from None
+
+
+def read_json_or_none(path: Path) -> Any:
+    """The JSON in ``path``, or ``None`` if it is missing or unreadable (for files that may vanish meanwhile)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def canonical_json(config: Mapping[str, Any]) -> str:

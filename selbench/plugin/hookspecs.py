@@ -15,6 +15,7 @@ import pluggy
 from selbench.core.space import SearchSpace
 from selbench.data.dataset import Dataset
 from selbench.retrain.scorer import Scorer
+from selbench.retrain.table_source import TableSource
 from selbench.select.contract import SelectionRun, Selector
 from selbench.train.observers import TrainingObserver
 
@@ -24,6 +25,7 @@ RegisterSelector = Callable[[Selector], None]
 RegisterSpace = Callable[[SearchSpace], None]
 RegisterDataset = Callable[[Dataset], None]
 RegisterScorer = Callable[[Scorer], None]
+RegisterTableSource = Callable[[TableSource], None]
 RegisterTrainingObserver = Callable[[TrainingObserver], None]
 
 
@@ -63,6 +65,16 @@ def selbench_register_scorers(register: RegisterScorer) -> None:
 
     Call ``register(selbench.Scorer(name=..., score=..., check=...))`` once per scorer;
     ``score(ctx: selbench.ScoringContext) -> dict`` returns at least ``test_accuracy``.
+    """
+
+
+@hookspec
+def selbench_register_table_sources(register: RegisterTableSource) -> None:
+    """Register tables of every cell of a space that the ``table`` scorer reads (e.g. NAS-Bench-201).
+
+    Call ``register(selbench.TableSource(name=..., check=..., score=...))`` once per source;
+    ``check(recipe)`` raises for a recipe the source has no table of, ``score(genotype, recipe)``
+    returns the cell's score dict (``test_accuracy``: the mean over the table's seeds).
     """
 
 

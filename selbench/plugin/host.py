@@ -24,6 +24,7 @@ from selbench.core.space import SearchSpace
 from selbench.data.dataset import Dataset
 from selbench.plugin import hookspecs
 from selbench.retrain.scorer import Scorer
+from selbench.retrain.table_source import TableSource
 from selbench.select.contract import Selector
 from selbench.train.observers import TrainingObserver
 
@@ -38,6 +39,7 @@ KINDS = {
     "space": "selbench_register_spaces",
     "dataset": "selbench_register_datasets",
     "scorer": "selbench_register_scorers",
+    "table source": "selbench_register_table_sources",
     "training observer": "selbench_register_training_observers",
 }
 
@@ -47,6 +49,7 @@ EXPECTED: dict[str, type] = {
     "space": SearchSpace,
     "dataset": Dataset,
     "scorer": Scorer,
+    "table source": TableSource,
     "training observer": TrainingObserver,
 }
 

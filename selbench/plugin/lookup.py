@@ -1,4 +1,4 @@
-"""Look-ups of what plugins registered, by kind and name: spaces, selectors, datasets, scorers, observers."""
+"""Look-ups of what plugins registered, by kind and name: spaces, selectors, datasets, scorers, tables, observers."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,6 +8,7 @@ from selbench.core.space import SearchSpace
 from selbench.data.dataset import Dataset
 from selbench.plugin.host import plugin_host
 from selbench.retrain.scorer import Scorer
+from selbench.retrain.table_source import TableSource
 from selbench.select.contract import Selector
 from selbench.train.observers import TrainingObserver
 
@@ -61,6 +62,11 @@ def get_scorer(name: str) -> Scorer:
 def list_scorers() -> list[str]:
     """Names of the registered scorers, sorted."""
     return sorted(plugin_host().registrations("scorer"))
+
+
+def table_sources() -> list[TableSource]:
+    """The table sources every installed, enabled plugin registered, in name order (the ``table`` scorer's)."""
+    return [registration.obj for _, registration in sorted(plugin_host().registrations("table source").items())]
 
 
 def training_observers() -> list[TrainingObserver]:

@@ -6,15 +6,18 @@ A recipe has a ``description`` and four sections:
   ``build_supernet`` (DARTS: ``C``, ``layers``, ``steps``, ``ops``, ...); the class count and
   input channels come from the dataset;
 * ``[data]``: see :data:`selbench.data.DATA_DEFAULTS` and :data:`selbench.data.DATA_OPTIONAL_DEFAULTS`;
-* ``[search]``: see :data:`selbench.search.SEARCH_DEFAULTS`;
+* ``[search]``: see :data:`selbench.search.SEARCH_DEFAULTS` and, for the stochastic modes,
+  :data:`selbench.train.sampling.SAMPLING_DEFAULTS`;
 * ``[retrain]``: the discrete network and its training from scratch.  The network keys are
   the keyword arguments of the space's ``build_network`` (DARTS: ``C``, ``layers``,
   ``auxiliary``, ...; NAS-Bench-201: ``C``, ``N``); the training keys,
   :data:`RETRAIN_TRAINING_DEFAULTS` and :data:`RETRAIN_OPTIONAL_DEFAULTS`, are the same for
   every space.
 
-Keys left out take the defaults (DARTS's CIFAR-10 values; network keys: the space's
-published evaluation network, see :func:`retrain_network_defaults`).  Built-in recipes ship as package data (``selbench
+A recipe file holds all four sections, or starts from another recipe (``base = "demo"``) and
+overrides some of its keys (see :func:`load_recipe`).  Keys left out take the defaults
+(DARTS's CIFAR-10 values; network keys: the space's published evaluation network, see
+:func:`retrain_network_defaults`).  Built-in recipes ship as package data (``selbench
 recipes`` lists them); any path to a TOML file works too.
 """
 from __future__ import annotations
@@ -40,6 +43,7 @@ from selbench.core.sections import check_section, parse_text_like, typed_like
 from selbench.data.loading import DATA_DEFAULTS, DATA_OPTIONAL_DEFAULTS, check_data_section
 from selbench.plugin.lookup import get_space
 from selbench.train.loop import SEARCH_DEFAULTS, SEARCH_MODES
+from selbench.train.sampling import SAMPLING_DEFAULTS, check_sampling
 
 SECTIONS = ("supernet", "data", "search", "retrain")
 DEFAULT_SPACE = "darts"
@@ -192,7 +196,9 @@ def _check_supernet(section: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 
 def _check_search(section: Mapping[str, Any], where: str) -> dict[str, Any]:
-    merged = check_section(section, SEARCH_DEFAULTS, "search", where)
+    """The merged ``[search]``; the stochastic modes' keys (:data:`SAMPLING_DEFAULTS`) only where not at default."""
+    merged = check_section(section, {**SEARCH_DEFAULTS, **SAMPLING_DEFAULTS}, "search", where)
+    check_sampling(merged, where)
     if merged["mode"] not in SEARCH_MODES:
         raise SelbenchError(f"{where}: search.mode {merged['mode']!r} is not one of {', '.join(SEARCH_MODES)}")
     _check_ranges(merged, "search", where, non_negative=("epochs", "lr_min", "momentum", "weight_decay",
@@ -201,7 +207,7 @@ def _check_search(section: Mapping[str, Any], where: str) -> dict[str, Any]:
     for beta in ("arch_beta1", "arch_beta2"):
         if not 0 <= merged[beta] < 1:
             raise SelbenchError(f"{where}: search.{beta} must be in [0, 1), got {merged[beta]}")
-    return merged
+    return {k: v for k, v in merged.items() if k in SEARCH_DEFAULTS or v != SAMPLING_DEFAULTS[k]}
 
 
 def _build_network_parameters(space_name: Any, where: str) -> dict[str, inspect.Parameter] | None:
@@ -301,20 +307,50 @@ def _locate(name_or_path: str | Path) -> tuple[str, Any]:
 def load_recipe(name_or_path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     """A built-in recipe by name, or a TOML file by path, with ``section.key=value`` overrides applied.
 
-    An override is typed like the value it replaces (the file's, else the default); unknown
-    sections and keys, in the file or in an override, are one clear :class:`SelbenchError`.
+    The file must hold all four sections (an empty one takes the defaults), or name a recipe
+    to start from with ``base = "NAME or PATH"`` (a path relative to the file) whose sections
+    it overrides key by key.  An override is typed like the value it replaces (the file's,
+    else the default); unknown sections and keys, in the file or in an override, and values
+    out of range, are one clear :class:`SelbenchError` naming the file and the overrides.
     """
+    name, source, raw = _read_recipe_file(name_or_path, ())
+    where = f"recipe {source}"
+    missing = [section for section in SECTIONS if section not in raw]
+    for item in overrides:
+        _apply_override(raw, item)
+    recipe = Recipe.from_dict({**raw, "name": name},
+                              where=where + (f" with --set {' '.join(overrides)}" if overrides else ""))
+    if missing:  # after checking what is there, so that a misspelled section is named as such
+        raise SelbenchError(f"{where} has no [{missing[0]}] section; write it (an empty [{missing[0]}] takes the "
+                            f"defaults: DARTS's CIFAR-10 values) or start from another recipe with base = \"demo\"")
+    return recipe
+
+
+def _read_recipe_file(name_or_path: str | Path, seen: tuple[str, ...]) -> tuple[str, Any, dict[str, Any]]:
+    """(name, file, raw TOML with its ``base`` chain merged in) of a recipe."""
     name, source = _locate(name_or_path)
     where = f"recipe {source}"
     try:
         raw = tomllib.loads(source.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise SelbenchError(f"{where} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise SelbenchError(f"{where} is not UTF-8 text; save it as UTF-8") from None
     if "name" in raw:
         raise SelbenchError(f"{where}: remove the key 'name'; a recipe is named after its file ({name!r})")
-    for item in overrides:
-        _apply_override(raw, item)
-    return Recipe.from_dict({**raw, "name": name}, where=where)
+    base = raw.pop("base", None)
+    if base is None:
+        return name, source, raw
+    if not isinstance(base, str) or not base:
+        raise SelbenchError(f"{where}: base must name a recipe (a built-in name or a path), got {base!r}")
+    if str(source) in seen:
+        raise SelbenchError(f"{where}: its base chain comes back to it ({' -> '.join([*seen, str(source)])})")
+    if isinstance(source, Path) and (base.endswith(".toml") or "/" in base):
+        base = str(source.parent / base)
+    _, _, base_raw = _read_recipe_file(base, (*seen, str(source)))
+    merged = {key: ({**base_raw[key], **value} if isinstance(value, dict) and isinstance(base_raw.get(key), dict)
+                    else value) for key, value in raw.items()}
+    return name, source, {**base_raw, **merged}
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:
@@ -333,7 +369,8 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     elif section == "retrain":
         example = _retrain_example(raw.get("supernet", {}).get("space", DEFAULT_SPACE), key, where)
     else:
-        defaults = {"data": {**DATA_DEFAULTS, **DATA_OPTIONAL_DEFAULTS}, "search": SEARCH_DEFAULTS}[section]
+        defaults = {"data": {**DATA_DEFAULTS, **DATA_OPTIONAL_DEFAULTS},
+                    "search": {**SEARCH_DEFAULTS, **SAMPLING_DEFAULTS}}[section]
         if key not in defaults:
             raise SelbenchError(f"{where}: unknown key {section}.{key}; valid keys in [{section}]: "
                                 f"{', '.join(defaults)}")

@@ -19,11 +19,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from selbench.bench.leaderboard import REFERENCE_SELECTOR, Row, build_rows, load_records, text_table
+from selbench.bench.leaderboard import REFERENCE_SELECTOR, Row, build_rows, check_reference, load_records, text_table
 from selbench.bench.records import RetrainRecord, SelectionRecord
 from selbench.bench.store import RunStore, Unit
 from selbench.core.errors import SelbenchError
@@ -65,6 +65,7 @@ class RunContents:
     retrains: list[RetrainRecord]
     supernets: list[Unit]
     problems: list[str] = field(default_factory=list)
+    crashed: list[Mapping[str, Any]] = field(default_factory=list)  # the ``about`` of each crashed unit
 
     @property
     def recipes(self) -> list[str]:
@@ -76,20 +77,26 @@ class RunContents:
 def read_store(runs_dir: str | os.PathLike) -> RunContents:
     """The selection and retrain records and supernet units of ``runs_dir``; problems collected, not printed."""
     problems: list[str] = []
-    selections, retrains = load_records(runs_dir, log=problems.append)
+    selections, retrains, crashed = load_records(runs_dir, log=problems.append)
     supernets = list(RunStore(runs_dir, log=problems.append).units("supernet"))
-    contents = RunContents(Path(runs_dir), selections, retrains, supernets, problems)
+    contents = RunContents(Path(runs_dir), selections, retrains, supernets, problems, crashed)
     if not selections and not retrains and not supernets:
         raise SelbenchError(f"no finished supernets, selections or retrains under {runs_dir}; "
                             f"run `selbench run RECIPE --runs {runs_dir}` first")
     return contents
 
 
-def build_report(runs_dir: str | os.PathLike, *, reference: str = REFERENCE_SELECTOR) -> str:
-    """The HTML page of ``runs_dir`` (see the module docstring); an empty store is one :class:`SelbenchError`."""
+def build_report(runs_dir: str | os.PathLike, *, reference: str = REFERENCE_SELECTOR,
+                 require_reference: bool = False) -> str:
+    """The HTML page of ``runs_dir`` (see the module docstring); an empty store is one :class:`SelbenchError`.
+
+    ``require_reference``: refuse a ``reference`` selector without records (one asked for by name).
+    """
     pyplot()  # a missing matplotlib is one clear error before any work
     contents = read_store(runs_dir)
-    rows = build_rows(contents.selections, contents.retrains, reference=reference)
+    if require_reference:
+        check_reference(reference, runs_dir, contents.selections, contents.retrains, contents.crashed)
+    rows = build_rows(contents.selections, contents.retrains, contents.crashed, reference=reference)
     page = _Page()
     recipes = contents.recipes
     page.add(f"<header><h1>selbench report</h1><p class='meta'>run store <code>{_e(contents.root)}</code>"
@@ -108,9 +115,9 @@ def build_report(runs_dir: str | os.PathLike, *, reference: str = REFERENCE_SELE
 
 
 def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike, *,
-                 reference: str = REFERENCE_SELECTOR) -> Path:
+                 reference: str = REFERENCE_SELECTOR, require_reference: bool = False) -> Path:
     """Write :func:`build_report` to ``out`` (UTF-8) and return its path."""
-    text = build_report(runs_dir, reference=reference)
+    text = build_report(runs_dir, reference=reference, require_reference=require_reference)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")

@@ -24,15 +24,14 @@ each entry rests.
 """
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
-from scipy import stats
 
 from selbench.bench.leaderboard import shared_fraction
+from selbench.bench.quality import kendall_tau
 from selbench.bench.records import SelectionRecord
 
 
@@ -54,18 +53,6 @@ def flat_scores(record: SelectionRecord) -> np.ndarray | None:
     if not scores:
         return None
     return np.concatenate([np.asarray(scores[cell_type], dtype=np.float64).ravel() for cell_type in scores])
-
-
-def kendall_tau(x: np.ndarray, y: np.ndarray) -> float | None:
-    """Kendall's τ-b of two flattened score tables, NaN entries left out; None where it is undefined."""
-    if x.shape != y.shape:
-        return None
-    keep = ~(np.isnan(x) | np.isnan(y))
-    x, y = x[keep], y[keep]
-    if len(x) < 2 or np.all(x == x[0]) or np.all(y == y[0]):
-        return None
-    tau = float(stats.kendalltau(x, y).statistic)
-    return None if math.isnan(tau) else tau
 
 
 def agreement_matrix(records: Iterable[SelectionRecord], selectors: Sequence[str] | None = None) -> SelectorMatrix:

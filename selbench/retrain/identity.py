@@ -8,10 +8,12 @@ from selbench.core.genotype import Genotype
 from selbench.recipes.recipe import Recipe
 
 
-def retrain_identity(genotype: Genotype, recipe: Recipe, seed: int) -> dict[str, Any]:
-    """What an interrupted retrain's state belongs to: the genotype, the recipe's configuration hash, the seed."""
-    return {"genotype": genotype.to_dict(), "recipe": recipe.config_hash("supernet", "data", "retrain"),
-            "seed": int(seed)}
+def retrain_identity(genotype: Genotype, recipe: Recipe, seed: int, *, holdout: bool = False) -> dict[str, Any]:
+    """What an interrupted retrain's state belongs to: the genotype, the recipe's configuration hash, the seed
+    (and ``holdout`` when set: training on the θ split only)."""
+    identity = {"genotype": genotype.to_dict(), "recipe": recipe.config_hash("supernet", "data", "retrain"),
+                "seed": int(seed)}
+    return {**identity, "holdout": True} if holdout else identity
 
 
 def retrain_key(genotype: Genotype, recipe: Recipe, seed: int) -> str:

@@ -55,6 +55,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"checkpoint {path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    if start[:2] != b"PK" and start[:1] != b"\x80":  # neither torch's zip format nor a legacy pickle
+        raise CheckpointError(f"checkpoint {path} is not a torch checkpoint (it starts with {start!r}); "
+                              "point to a supernet.pt or weights.pt written by torch.save")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

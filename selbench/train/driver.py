@@ -2,7 +2,8 @@
 
 θ follows DARTS: SGD with momentum and weight decay, cosine-annealed learning rate,
 gradient-norm clipping.  α follows the recipe's mode (see :mod:`selbench.train.loop`), with
-Adam.  After every epoch the full training state — θ, α, both optimisers, the schedule,
+Adam; the stochastic modes start α as SNAS does and anneal SNAS's temperature per epoch
+(:mod:`selbench.train.sampling`).  After every epoch the full training state — θ, α, both optimisers, the schedule,
 the random generators, the history — is written atomically, so a killed run started again
 continues from its last finished epoch and ends exactly where an uninterrupted run ends
 (bit for bit on the CPU).
@@ -22,14 +23,14 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from selbench.core.errors import CheckpointError, SelbenchError
-from selbench.core.files import atomic_torch_save, atomic_write_json, read_json
+from selbench.core.files import atomic_torch_save, atomic_write_json, file_sha256, read_json
 from selbench.core.space import Supernet
 from selbench.core.tensors import to_host
 from selbench.data.loading import SearchData, load_data
 from selbench.plugin.lookup import training_observers
 from selbench.recipes.recipe import Recipe
 from selbench.train.checkpoint import read_checkpoint, save_supernet
-from selbench.train.loop import arch_step_for, evaluate_supernet, search_epoch
+from selbench.train.loop import UNUSED_ALPHA_MODES, arch_step_for, evaluate_supernet, search_epoch
 from selbench.train.observers import ObserverSet, TrainingObserver
 from selbench.train.record import (
     ALPHA_SPLIT,
@@ -40,6 +41,7 @@ from selbench.train.record import (
     TRAIN_SECTIONS,
     run_record,
 )
+from selbench.train.sampling import SAMPLING_DEFAULTS, STOCHASTIC_MODES, init_stochastic_alphas, sampler_for
 
 Progress = Callable[[str, int, int], None]
 
@@ -69,11 +71,13 @@ def train_supernet(recipe: Recipe, *, seed: int, device: str | torch.device = "c
     torch.manual_seed(seed)
     supernet = recipe.build_supernet(num_classes=data.num_classes, in_channels=data.in_channels)
     net = cast(Supernet, supernet)
+    if mode in ("snas", "dsnas"):
+        init_stochastic_alphas(net.alphas)
     # nn.Module.to takes memory_format, but torch's overloads of it leave it out
     supernet.to(device, memory_format=preferred_memory_format(device))  # type: ignore[call-overload]
     w_optimizer = torch.optim.SGD(net.weight_parameters(), lr=search["lr"], momentum=search["momentum"],
                                   weight_decay=search["weight_decay"])
-    a_optimizer = None if mode == "frozen-alpha" else torch.optim.Adam(
+    a_optimizer = None if mode in UNUSED_ALPHA_MODES else torch.optim.Adam(
         net.arch_parameters(), lr=search["arch_lr"], betas=(search["arch_beta1"], search["arch_beta2"]),
         weight_decay=search["arch_weight_decay"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, T_max=max(epochs, 1), eta_min=search["lr_min"])
@@ -88,6 +92,7 @@ def train_supernet(recipe: Recipe, *, seed: int, device: str | torch.device = "c
 
     parts: dict[str, Any] = dict(supernet=supernet, w_optimizer=w_optimizer, a_optimizer=a_optimizer,
                                  scheduler=scheduler, data=data)
+    sampling = {**SAMPLING_DEFAULTS, **search}
     history: list[dict[str, Any]] = []
     seconds_before = 0.0
     if state_path.exists():
@@ -101,7 +106,9 @@ def train_supernet(recipe: Recipe, *, seed: int, device: str | torch.device = "c
         train_metrics = search_epoch(
             supernet, data.batches("train"), (lambda: data.batches("valid")) if has_valid else None,
             w_optimizer=w_optimizer, a_optimizer=a_optimizer, mode=mode, arch_step=arch_step,
-            grad_clip=search["grad_clip"], on_step=on_step, observer=observer)
+            grad_clip=search["grad_clip"], on_step=on_step, observer=observer,
+            sampler=sampler_for(mode, sampling, epoch) if mode in STOCHASTIC_MODES else None,
+            arch_grad_clip=sampling["arch_grad_clip"])
         valid_metrics = evaluate_supernet(supernet, data.batches("valid")) if has_valid else None
         scheduler.step()
         history.append(_epoch_record(epoch, lr, train_metrics, valid_metrics, supernet, watching.end_epoch(),
@@ -119,7 +126,8 @@ def train_supernet(recipe: Recipe, *, seed: int, device: str | torch.device = "c
                   recipe=recipe.to_dict(), recipe_name=recipe.name, seed=seed, mode=mode,
                   epochs=epochs, alpha_split=ALPHA_SPLIT[mode], config_hash=config_hash,
                   train_accuracy=last.get("train_accuracy"), valid_accuracy=last.get("valid_accuracy"))
-    record = run_record(recipe, seed, mode, config_hash, net.space, history, seconds, device)
+    record = {**run_record(recipe, seed, mode, config_hash, net.space, history, seconds, device),
+              "checkpoint_sha256": file_sha256(checkpoint_path)}
     atomic_write_json(record, record_path)
     state_path.unlink(missing_ok=True)
     return checkpoint_path
@@ -137,6 +145,10 @@ def _finished(checkpoint_path: Path, record_path: Path, config_hash: str, seed: 
     if record.get("config_hash") != config_hash or record.get("seed") != seed:
         raise SelbenchError(f"{record_path.parent} holds a finished run of another configuration or seed "
                             f"(recipe {record.get('recipe_name')!r}, seed {record.get('seed')}); choose another --out")
+    digest = file_sha256(checkpoint_path)
+    if record.get("checkpoint_sha256", digest) != digest:
+        raise SelbenchError(f"{checkpoint_path} does not match its record {record_path.name} (truncated or "
+                            f"modified); delete {checkpoint_path.parent} to train again")
     return True
 
 

@@ -7,13 +7,17 @@ One epoch walks the train split for θ; depending on the mode, α is updated too
   first order);
 * ``bilevel-2nd``: as ``bilevel-1st``, but α descends the gradient of the validation loss
   after one virtual SGD step of θ (DARTS second order, :func:`second_order_arch_step`);
-* ``frozen-alpha``: α never changes.
+* ``frozen-alpha``: α never changes;
+* ``snas``, ``dsnas``, ``uniform-sampling``: each step draws architecture samples Z
+  (:mod:`selbench.train.sampling`) and passes them as the mixing weights; α (unused by
+  ``uniform-sampling``) descends the same training-batch loss as θ.
 
 A :class:`StepObserver` may watch every step: it receives the mixing weights softmax(α)
 the step used and, when it asks for them, their gradients ∂L/∂m, tagged with the split the
 loss came from (``train`` for θ's step, ``valid`` for a bi-level α step).  Observing never
 changes the numbers: the loop computes softmax(α) itself, exactly as the supernet would,
-and passes it in as the step's mixing weights.
+and passes it in as the step's mixing weights.  In the stochastic modes the observer sees the
+step's samples Z and ∂L/∂Z.
 """
 from __future__ import annotations
 
@@ -27,8 +31,10 @@ from torch.func import functional_call
 from selbench.core.errors import SelbenchError
 from selbench.core.space import Supernet
 from selbench.core.tensors import Batch
+from selbench.train.sampling import SAMPLING_DEFAULTS, STOCHASTIC_MODES, ArchSampler
 
-SEARCH_MODES = ("single-level", "bilevel-1st", "bilevel-2nd", "frozen-alpha")
+SEARCH_MODES = ("single-level", "bilevel-1st", "bilevel-2nd", "frozen-alpha", *STOCHASTIC_MODES)
+UNUSED_ALPHA_MODES = ("frozen-alpha", "uniform-sampling")  # modes that never update α
 
 # The [search] section of a recipe, with DARTS's CIFAR-10 search hyperparameters as defaults.
 SEARCH_DEFAULTS: dict[str, Any] = {
@@ -73,12 +79,18 @@ def observed_mixing(supernet: nn.Module, observer: StepObserver | None,
     alphas = cast(Supernet, supernet).alphas
     mixing = {cell_type: F.softmax(alpha, dim=-1) for cell_type, alpha in alphas.items()}
     if observer.needs_gradients:
-        for weights in mixing.values():
-            if weights.requires_grad:
-                weights.retain_grad()
-            else:  # frozen α: softmax(α) is a constant, a leaf that can still take a gradient
-                weights.requires_grad_()
+        keep_gradients(mixing)
     return mixing
+
+
+def keep_gradients(mixing: Mapping[str, Tensor]) -> None:
+    """Make the next backward leave ∂L/∂m in each ``m.grad`` (a constant m becomes a leaf that takes one)."""
+    for weights in mixing.values():
+        if weights.requires_grad:
+            if not weights.is_leaf:
+                weights.retain_grad()
+        else:
+            weights.requires_grad_()
 
 
 def report_step(observer: StepObserver | None, split: str, mixing: Mapping[str, Tensor] | None,
@@ -221,8 +233,9 @@ def arch_step_for(mode: str, supernet: nn.Module, *, w_optimizer: torch.optim.Op
 def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[], Iterable[Batch]] | None, *,
                  w_optimizer: torch.optim.Optimizer, mode: str, a_optimizer: torch.optim.Optimizer | None = None,
                  arch_step: ArchStep | None = None, weights_fn: WeightsFn | None = None, grad_clip: float = 5.0,
-                 on_step: Callable[[], None] | None = None,
-                 observer: StepObserver | None = None) -> dict[str, Tensor]:
+                 on_step: Callable[[], None] | None = None, observer: StepObserver | None = None,
+                 sampler: ArchSampler | None = None,
+                 arch_grad_clip: float = SAMPLING_DEFAULTS["arch_grad_clip"]) -> dict[str, Tensor]:
     """One pass over ``train``; returns device tensors ``loss`` and ``accuracy`` (means over the epoch).
 
     Bi-level modes pair each training batch with the next validation batch; ``valid()``
@@ -231,6 +244,8 @@ def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[]
     ``observer`` watches the θ steps (split ``train``); the α steps are watched by the
     observer ``arch_step`` was built with (:func:`arch_step_for`), or by this one when the
     step is built here.
+    Stochastic modes draw each step's Z with ``sampler`` (default: the mode's reference
+    settings) and clip α's gradient norm to ``arch_grad_clip`` (0 = off).
     """
     _no_custom_weights(observer, weights_fn)
     if mode not in SEARCH_MODES:
@@ -238,15 +253,30 @@ def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[]
     bilevel = mode.startswith("bilevel")
     if bilevel and valid is None:
         raise SelbenchError(f"search mode {mode!r} needs a validation split")
-    if mode != "frozen-alpha" and a_optimizer is None and (arch_step is None or mode == "single-level"):
+    if mode not in UNUSED_ALPHA_MODES and a_optimizer is None and (arch_step is None or not bilevel):
         raise SelbenchError(f"search mode {mode!r} updates α and needs an α optimiser")
+    if mode in STOCHASTIC_MODES:
+        if weights_fn is not None:
+            raise ValueError(f"search mode {mode!r} samples its own mixing weights; it takes no weights_fn")
+        sampler = sampler if sampler is not None else ArchSampler(mode)
+        if sampler.mode != mode:
+            raise ValueError(f"a {sampler.mode!r} sampler cannot drive search mode {mode!r}")
+    else:
+        sampler = None
     if bilevel and arch_step is None:
         arch_step = arch_step_for(mode, supernet, w_optimizer=w_optimizer, a_optimizer=a_optimizer,
                                   weights_fn=weights_fn, observer=observer)
     supernet.train()
     weights = list(cast(Supernet, supernet).weight_parameters())
     valid_batches = _cycle(valid) if bilevel and valid is not None else None
-    single_level_optimizer = a_optimizer if mode == "single-level" else None
+    single_level_optimizer = a_optimizer if mode in ("single-level", "snas", "dsnas") else None
+    keep_zero_grads = sampler is not None and sampler.hard
+    if keep_zero_grads:
+        # as in the reference, every θ holds a (zero) gradient, so the ops a step did not sample still
+        # take SGD's momentum and weight-decay update
+        for w in weights:
+            if w.grad is None:
+                w.grad = torch.zeros_like(w)
     loss_sum = torch.zeros(())
     correct = torch.zeros(())
     seen = 0
@@ -254,15 +284,20 @@ def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[]
         if valid_batches is not None and arch_step is not None:  # the bi-level modes
             valid_images, valid_labels = next(valid_batches)
             arch_step(images, labels, valid_images, valid_labels)
-        w_optimizer.zero_grad(set_to_none=True)
+        w_optimizer.zero_grad(set_to_none=not keep_zero_grads)
         if single_level_optimizer is not None:
             single_level_optimizer.zero_grad(set_to_none=True)
-        mixing = observed_mixing(supernet, observer, weights_fn)
-        logits = supernet(images, mixing)
+        if sampler is None:
+            mixing = observed_mixing(supernet, observer, weights_fn)
+            logits = supernet(images, mixing)
+        else:
+            mixing, logits = _sampled_forward(supernet, sampler, images, observer)
         loss = F.cross_entropy(logits, labels)
         loss.backward()
         report_step(observer, "train", mixing)
         nn.utils.clip_grad_norm_(weights, grad_clip)
+        if sampler is not None and single_level_optimizer is not None and arch_grad_clip > 0:
+            nn.utils.clip_grad_norm_(list(cast(Supernet, supernet).arch_parameters()), arch_grad_clip)
         w_optimizer.step()
         if single_level_optimizer is not None:
             single_level_optimizer.step()
@@ -274,6 +309,17 @@ def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[]
     if seen == 0:
         raise SelbenchError("the training split produced no batches")
     return {"loss": loss_sum / seen, "accuracy": correct / seen}
+
+
+def _sampled_forward(supernet: nn.Module, sampler: ArchSampler, images: Tensor,
+                     observer: StepObserver | None) -> tuple[dict[str, Tensor], Tensor]:
+    """(this step's samples Z, the logits with Z as the mixing weights and, in hard modes, only the sampled ops)."""
+    watching = observer is not None and observer.needs_gradients
+    mixing, active = sampler.sample(cast(Supernet, supernet).alphas, track_z=watching)
+    if watching:
+        keep_gradients(mixing)
+    logits = supernet(images, mixing) if active is None else supernet(images, mixing, active=active)
+    return mixing, logits
 
 
 def _cycle(start_pass: Callable[[], Iterable[Batch]]) -> Iterator[Batch]:

@@ -19,7 +19,8 @@ STATE_FORMAT = "selbench-train-state"
 TRAIN_SECTIONS = ("supernet", "data", "search")
 
 # which split α learns from, per mode (stored in the checkpoint for selectors and analyses)
-ALPHA_SPLIT = {"single-level": "train", "bilevel-1st": "valid", "bilevel-2nd": "valid", "frozen-alpha": None}
+ALPHA_SPLIT = {"single-level": "train", "bilevel-1st": "valid", "bilevel-2nd": "valid", "frozen-alpha": None,
+               "snas": "train", "dsnas": "train", "uniform-sampling": None}
 
 
 def run_record(recipe: Any, seed: int, mode: str, config_hash: str, space: SearchSpace, history: list,
