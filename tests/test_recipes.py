@@ -181,3 +181,12 @@ def test_recipes_command_lists_one_line_per_recipe(capsys):
     assert len(lines) == len(names) + 1  # a header, then one line per recipe
     for name, line in zip(names, lines[1:]):
         assert line.split()[0] == name
+
+
+def test_the_executor_table_says_where_units_run_not_what_they_compute(tmp_path):
+    plain = load_recipe(write(tmp_path, 'base = "demo"\n'))
+    slurm = load_recipe(write(tmp_path, 'base = "demo"\n[executor]\npartition = "gpu"\ntime = 90\n', "slurm.toml"))
+    assert slurm.executor == {"partition": "gpu", "time": 90} and plain.executor == {}
+    assert slurm.config_hash() == plain.config_hash()
+    with pytest.raises(selbench.SelbenchError, match=r"\[executor\] must hold key = value lines"):
+        load_recipe(write(tmp_path, 'base = "demo"\n[executor.gpu]\npartition = "gpu"\n', "bad.toml"))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence, cast
 
 import torch
+from tqdm import tqdm
 
 from selbench.bench.records import RecordError, RetrainRecord, SelectionRecord
 from selbench.bench.store import Busy, RunStore, Unit, UnitWork
@@ -120,12 +121,12 @@ def retrain_config(recipe: Recipe, selection_key: str, seed: int, scorer: str) -
             "data": without_location_keys("data", recipe.retrain_data()), "seed": seed}
 
 
-def run_stage(store: RunStore, tasks: Sequence[Task]) -> list[Unit]:
+def run_stage(store: RunStore, tasks: Sequence[Task], on_unit: Callable[[Unit], None] | None = None) -> list[Unit]:
     """Every task of a stage (units that do not depend on one another), in order where none is busy.
 
     A unit that another worker computes is passed over and looked at again after the others,
     so workers sharing a runs directory spread over a stage instead of queueing behind one
-    unit.  Returns the units in task order (crashed ones included).
+    unit.  Returns the units in task order (crashed ones included); ``on_unit`` hears of each.
     """
     done: dict[int, Unit] = {}
     waiting: dict[int, Busy] = {}
@@ -139,6 +140,8 @@ def run_stage(store: RunStore, tasks: Sequence[Task]) -> list[Unit]:
                 done[index] = outcome
                 waiting.pop(index, None)
                 progressed = True
+                if on_unit is not None:
+                    on_unit(outcome)
             elif index not in waiting:
                 waiting[index] = outcome
                 store.log(f"{task.kind} {outcome.label} is computed by {outcome.owner.describe()}; "
@@ -254,11 +257,15 @@ def run_stages(grid: Grid, store: RunStore) -> GridResult:
     """
     crashed: list[str] = []
     finished: dict[str, list[Unit]] = {}
-    for stage in STAGES:
-        tasks = [task for slot in grid.slots(stage) if (task := grid.task(store, stage, slot)) is not None]
-        units = run_stage(store, tasks)
-        crashed.extend(f"{task.kind} {task.label}" for task, unit in zip(tasks, units) if unit.crashed)
-        finished[stage] = [unit for unit in units if not unit.crashed]
+    bar = tqdm(total=sum(len(grid.slots(stage)) for stage in STAGES), desc="grid", unit="unit", position=1,
+               disable=not grid.progress, dynamic_ncols=True)  # below the bars of the unit being computed
+    with bar:
+        for stage in STAGES:
+            tasks = [task for slot in grid.slots(stage) if (task := grid.task(store, stage, slot)) is not None]
+            bar.update(len(grid.slots(stage)) - len(tasks))  # left out: a unit they need crashed or failed
+            units = run_stage(store, tasks, on_unit=lambda unit: bar.update(1))
+            crashed.extend(f"{task.kind} {task.label}" for task, unit in zip(tasks, units) if unit.crashed)
+            finished[stage] = [unit for unit in units if not unit.crashed]
     return GridResult(supernets=len(finished["supernet"]), selections=len(finished["selection"]),
                       failed_selections=sum(unit.failed for unit in finished["selection"]),
                       retrains=len(finished["retrain"]), crashed=tuple(crashed))

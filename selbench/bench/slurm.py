@@ -21,9 +21,9 @@ from typing import Any, Callable, Mapping
 
 from selbench.bench.executors import run_worker, save_grid
 from selbench.bench.grid import STAGES, Grid
-from selbench.bench.store import RunStore
+from selbench.bench.store import KEY_PREFIX, RunStore
 from selbench.core.errors import OptionError, SelbenchError
-from selbench.core.files import atomic_write_json, read_json_or_none
+from selbench.core.files import atomic_write_json, config_key, read_json_or_none
 
 SLURM_DIR = "slurm"
 # --executor-opt / [executor] keys -> submitit's SlurmExecutor parameters, with their types
@@ -124,7 +124,8 @@ class SlurmRun:
                                   [str(self.store.root)] * count, [self.store.claims.stale_after] * count,
                                   [stage] * count, slots)
         for index, job in zip(slots, jobs):
-            self.jobs[f"{stage}:{index}"] = {"job": str(job.job_id), "log": str(job.paths.stderr)}
+            unit = config_key(self.grid.config(stage, self.grid.slots(stage)[index]))[:KEY_PREFIX]
+            self.jobs[f"{stage}:{index}"] = {"job": str(job.job_id), "log": str(job.paths.stderr), "unit": unit}
         atomic_write_json(self.jobs, self.jobs_file)
         array = str(jobs[0].job_id).split("_")[0]
         self.store.log(f"submitted {count} {stage} unit(s) as Slurm job array {array}"

@@ -51,6 +51,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+from tqdm import tqdm
+
 from selbench.bench.claims import CLAIM, DEFAULT_STALE_AFTER, Claims, Owner, read_claim, stale_reason
 from selbench.core.errors import SelbenchError, StoreError
 from selbench.core.files import (
@@ -424,4 +426,4 @@ def _move_aside(directory: Path, suffix: str) -> None:
 
 
 def _log_to_stderr(message: str) -> None:
-    print(f"selbench: {message}", file=sys.stderr)
+    tqdm.write(f"selbench: {message}", file=sys.stderr)  # above any progress bar, not through it

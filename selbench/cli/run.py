@@ -84,9 +84,10 @@ def run_and_report(recipe_names: list[str], args: argparse.Namespace) -> int:
     if args.stale_after <= 0:
         raise OptionError(f"--stale-after {args.stale_after:g}: expected a positive number of seconds")
     executor, workers = parse_executor(args.executor)
-    executor_options = parse_assignments(args.executor_opt, "--executor-opt")
-    if executor_options and executor != "slurm":
+    if args.executor_opt and executor != "slurm":
         raise OptionError(f"--executor-opt applies to --executor slurm, not {args.executor}")
+    executor_options = {key: value for recipe in recipes for key, value in recipe.executor.items()}
+    executor_options.update(parse_assignments(args.executor_opt, "--executor-opt"))
     store = RunStore(runs, stale_after=args.stale_after)
     grid = Grid(tuple(recipes), tuple(selectors), tuple(args.seeds), tuple(args.retrain_seeds),
                 selector_options(args.option), args.scorer, str(device), progress=not args.quiet)

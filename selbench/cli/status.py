@@ -40,8 +40,11 @@ def status_text(runs: Path) -> str:
             about = _named(claim_path.parent)
             (stalled if stale_reason(owner, DEFAULT_STALE_AFTER) else running).append(f"{about} — {owner.describe()}")
         complete = sum(1 for unit in finished if not unit.failed)
+        queued = [entry for key, entry in submitted.items() if key.startswith(f"{kind}:") and _waiting(
+            store.kind_directory(kind) / entry.get("unit", "?"))]
         lines.append(f"{kind}: {complete} done, {len(finished) - complete} failed, {len(crashed)} crashed, "
-                     f"{len(running)} running" + (f", {len(stalled)} stalled" if stalled else ""))
+                     f"{len(running)} running" + (f", {len(stalled)} stalled" if stalled else "")
+                     + (f", {len(queued)} submitted and not started" if queued else ""))
         lines += [f"  running  {line}" for line in running] + [f"  stalled  {line}" for line in stalled]
         for unit in crashed:
             crash = unit.record.get("crash", {})
@@ -61,6 +64,11 @@ def _submitted_jobs(runs: Path) -> dict[str, dict[str, str]]:
         if isinstance(saved, dict):
             jobs.update(saved)
     return jobs
+
+
+def _waiting(directory: Path) -> bool:
+    """A submitted unit that has neither a record nor a claim yet (queued, or its job died before starting)."""
+    return not (directory / "record.json").exists() and not (directory / CLAIM).exists()
 
 
 def _named(directory: Path) -> str:

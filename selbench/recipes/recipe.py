@@ -14,8 +14,11 @@ A recipe has a ``description`` and four sections:
   :data:`RETRAIN_TRAINING_DEFAULTS` and :data:`RETRAIN_OPTIONAL_DEFAULTS`, are the same for
   every space.
 
-A recipe file holds all four sections, or starts from another recipe (``base = "demo"``) and
-overrides some of its keys (see :func:`load_recipe`).  Keys left out take the defaults
+Two optional tables are not part of any unit's configuration: ``[selectors]`` (per-selector
+option overrides) and ``[executor]`` (Slurm job settings for ``selbench run --executor slurm``,
+the keys of ``--executor-opt``).  A recipe file holds all four sections, or starts from
+another recipe (``base = "demo"``) and overrides some of its keys (see :func:`load_recipe`).
+Keys left out take the defaults
 (DARTS's CIFAR-10 values; network keys: the space's published evaluation network, see
 :func:`retrain_network_defaults`).  Built-in recipes ship as package data (``selbench
 recipes`` lists them); any path to a TOML file works too.
@@ -87,16 +90,18 @@ class Recipe:
     search: dict[str, Any]
     retrain: dict[str, Any]
     selectors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    executor: dict[str, Any] = field(default_factory=dict)  # Slurm job settings: where units run, not what they do
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description,
                 **{section: dict(getattr(self, section)) for section in SECTIONS},
-                "selectors": {name: dict(options) for name, options in self.selectors.items()}}
+                "selectors": {name: dict(options) for name, options in self.selectors.items()},
+                "executor": dict(self.executor)}
 
     @classmethod
     def from_dict(cls, recipe: Mapping[str, Any], *, where: str = "recipe") -> Recipe:
         """Validate ``recipe`` (as :meth:`to_dict` writes it, or a parsed TOML file plus ``name``)."""
-        unknown = sorted(set(recipe) - {"name", "description", "selectors", *SECTIONS})
+        unknown = sorted(set(recipe) - {"name", "description", "selectors", "executor", *SECTIONS})
         if unknown:
             raise SelbenchError(f"{where}: unknown section [{unknown[0]}]; a recipe has description and the "
                                 f"sections {', '.join(f'[{s}]' for s in SECTIONS)}")
@@ -112,6 +117,7 @@ class Recipe:
             retrain=_check_retrain(recipe.get("retrain", {}), recipe.get("supernet", {}).get("space", DEFAULT_SPACE),
                                    where),
             selectors=_check_selectors(recipe.get("selectors", {}), where),
+            executor=_check_executor(recipe.get("executor", {}), where),
         )
 
     def hashed_sections(self, *sections: str) -> dict[str, dict[str, Any]]:
@@ -267,6 +273,13 @@ def _check_selectors(section: Any, where: str) -> dict[str, dict[str, Any]]:
         raise SelbenchError(f"{where}: [selectors] must map selector names to option tables, "
                             "e.g. perturbation = { proj_intv = 1 }")
     return {str(name): dict(options) for name, options in section.items()}
+
+
+def _check_executor(section: Any, where: str) -> dict[str, Any]:
+    """``[executor]``: Slurm job settings (``partition = "gpu"``, ``time = 2880``, ...), checked when used."""
+    if not isinstance(section, Mapping) or any(isinstance(v, Mapping) for v in section.values()):
+        raise SelbenchError(f"{where}: [executor] must hold key = value lines, e.g. partition = \"gpu\"")
+    return dict(section)
 
 
 def _check_ranges(merged: Mapping[str, Any], section: str, where: str, *, non_negative: Iterable[str],
