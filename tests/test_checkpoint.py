@@ -141,7 +141,7 @@ def test_truncated_missing_and_foreign_files(tmp_path):
         selbench.load_supernet(tmp_path / "absent.pt")
     text = tmp_path / "notes.pt"
     text.write_text("not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"notes\.pt cannot be read"):
+    with pytest.raises(CheckpointError, match=r"notes\.pt is not a torch checkpoint \(it starts with b'not '\)"):
         selbench.load_supernet(text)
     listing = tmp_path / "list.pt"
     torch.save([1, 2, 3], listing)
