@@ -29,13 +29,9 @@ from torch import Tensor
 
 import selbench
 from conftest import synchronize
-from selbench.plugins.influential_magnitude import (
-    Loss,
-    batch_loss,
-    batchnorm_mode,
-    exact_hessian_diagonal,
-    flatten_tables,
-)
+from selbench import batchnorm_mode
+from selbench.plugins.influence import BatchLoss as Loss
+from selbench.plugins.influential_magnitude import batch_loss, exact_hessian_diagonal, flatten_tables
 
 
 def hessian_problem(*, C: int, layers: int, steps: int, batch: int, size: int, classes: int,

@@ -10,10 +10,8 @@ import torch.nn.functional as F
 import selbench
 from conftest import tiny_supernet
 from selbench import batchnorm_mode
-from selbench.plugins.influential_magnitude import (
-    batch_loss,
-    hessian_vector_products,
-)
+from selbench.plugins.influence import weight_hvps
+from selbench.plugins.influential_magnitude import batch_loss
 from selbench.train.loop import second_order_arch_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -108,8 +106,7 @@ def test_hessian_vector_products_with_torch_func_agree():
         like = {k: F.softmax(a.detach(), dim=-1) for k, a in supernet.alphas.items()}
         point = torch.cat([w.reshape(-1) for w in like.values()])
         with batchnorm_mode(supernet, "train"):
-            products.append(hessian_vector_products(batch_loss(supernet, images, labels, like, "weights"),
-                                                    point, vectors))
+            products.append(weight_hvps(batch_loss(supernet, images, labels, like, "weights"), point, vectors))
     assert_close_relative(products[1], products[0])
 
 
