@@ -121,7 +121,7 @@ def retrain_config(recipe: Recipe, selection_key: str, seed: int, scorer: str) -
             "data": without_location_keys("data", recipe.retrain_data()), "seed": seed}
 
 
-def run_stage(store: RunStore, tasks: Sequence[Task], on_unit: Callable[[Unit], None] | None = None) -> list[Unit]:
+def run_stage(store: RunStore, tasks: Sequence[Task], on_unit: Callable[[Unit], object] | None = None) -> list[Unit]:
     """Every task of a stage (units that do not depend on one another), in order where none is busy.
 
     A unit that another worker computes is passed over and looked at again after the others,
