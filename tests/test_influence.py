@@ -112,7 +112,9 @@ def test_hypergradient_and_schur_forms_against_dense_linear_algebra(dense):
     Ĥ⁻¹ formed densely (CG run to convergence)."""
     supernet, loss, train, point, directions, hessian, mixed, damping = dense
     inverse = torch.linalg.inv(hessian + damping * torch.eye(len(hessian), dtype=hessian.dtype))
-    response = AdaptingWeights(InverseHessian("cg", iterations=300, damping=damping))
+    # 80 iterations: CG's error is at rounding level there on this problem (test_inverse_products_converge...)
+    response = AdaptingWeights(InverseHessian("cg", iterations=80, damping=damping))
+    directions = directions[:8]
     with batchnorm_mode(supernet, "train"):
         weight_gradient, theta_gradient = torch.func.grad(loss.joint, argnums=(0, 1))(point, loss.theta)
         curvature = torch.func.hessian(loss)(point)
