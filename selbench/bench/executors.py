@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
+
 from selbench.bench.grid import STAGES, Grid, GridResult, describe, run_stages
 from selbench.bench.store import RunStore
 from selbench.core.errors import OptionError, SelbenchError
@@ -72,18 +74,12 @@ def worker_environment(index: int, workers: int, device: str, base: Mapping[str,
     env = dict(os.environ if base is None else base)
     if device.startswith("cuda"):
         visible = env.get("CUDA_VISIBLE_DEVICES")
-        gpus = visible.split(",") if visible else [str(i) for i in range(_cuda_devices())]
+        gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
     elif "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
     return env
-
-
-def _cuda_devices() -> int:
-    import torch
-
-    return torch.cuda.device_count()
 
 
 def run_processes(grid: Grid, runs: Path, workers: int, *, stale_after: float) -> list[int]:

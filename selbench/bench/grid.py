@@ -75,8 +75,8 @@ def supernet_task(recipe: Recipe, seed: int, device: torch.device, progress: boo
 def selection_task(recipe: Recipe, supernet: Unit, selector: str, options: Mapping[str, Any], seed: int,
                    device: torch.device) -> Task:
     registration = plugin_host().get("selector", selector)
-    resolved = resolve_options(registration.obj.options, options, f"selector {selector!r}")
     config = selection_config(supernet.key, selector, options, seed)
+    resolved = config["options"]
 
     def compute(work: UnitWork) -> dict[str, Any]:
         net = load_supernet(supernet.artifact(CHECKPOINT_FILE))

@@ -8,7 +8,7 @@ from pathlib import Path
 from selbench.bench.claims import CLAIM, DEFAULT_STALE_AFTER, read_claim, stale_reason
 from selbench.bench.grid import describe
 from selbench.bench.slurm import SLURM_DIR
-from selbench.bench.store import ATTEMPTS, KINDS, RUNS_ENV, RunStore, default_runs_dir
+from selbench.bench.store import ATTEMPTS, KINDS, RECORD, RUNS_ENV, RunStore, default_runs_dir
 from selbench.core.errors import SelbenchError
 from selbench.core.files import read_json_or_none
 
@@ -68,7 +68,7 @@ def _submitted_jobs(runs: Path) -> dict[str, dict[str, str]]:
 
 def _waiting(directory: Path) -> bool:
     """A submitted unit that has neither a record nor a claim yet (queued, or its job died before starting)."""
-    return not (directory / "record.json").exists() and not (directory / CLAIM).exists()
+    return not (directory / RECORD).exists() and not (directory / CLAIM).exists()
 
 
 def _named(directory: Path) -> str:
