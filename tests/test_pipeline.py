@@ -11,6 +11,7 @@ from selbench.bench.grid import retrain_task, run_grid, supernet_task
 from selbench.bench.leaderboard import leaderboard
 from selbench.bench.records import SelectionRecord
 from selbench.bench.store import RunStore, Unit
+from selbench.bench.unit_bar import UnitBar
 from selbench.recipes.recipe import load_recipe
 
 MICRO = """
@@ -63,6 +64,29 @@ def test_grid_trains_once_reuses_everything_and_feeds_the_leaderboard(micro_reci
     assert sorted(row["selector"] for row in table) == selectors
     scored = [row for row in table if row["runs"]]
     assert scored and all(0.0 <= row["test_acc_mean"] <= 100.0 for row in scored)
+
+
+def test_every_unit_shows_a_bar_named_in_words_above_the_grid_bar(micro_recipe, tmp_path, capfd):
+    store = RunStore(tmp_path / "runs", log=lambda line: None)
+    run_grid([micro_recipe], ["cost-sign"], seeds=[0], retrain_seeds=[0], store=store, progress=True)
+    shown = capfd.readouterr().err
+    assert "micro · supernet seed 0: epoch 1/1" in shown  # the supernet's steps
+    assert "cost-sign · micro · supernet seed 0: cost on" in shown  # the selector's ctx.progress
+    assert "cost-sign · micro · supernet seed 0 · retrain seed 0: retrain" in shown  # the scorer's epochs
+    assert "grid: 100%" in shown and "3/3" in shown
+
+
+def test_unit_bar_starts_over_for_each_label_and_shows_nothing_when_disabled(capfd):
+    with UnitBar("alpha · demo · supernet seed 0") as bar:
+        bar("epoch 1/2", 3, 4)
+        first = bar.bar
+        bar("epoch 2/2", 1, 4)
+        assert bar.bar is first and bar.bar.n == 1 and bar.bar.total == 4
+        assert bar.bar.desc.startswith("alpha · demo · supernet seed 0: epoch 2/2")
+    assert bar.bar is None  # closed with the unit
+    with UnitBar("quiet", enabled=False) as quiet:
+        quiet("epoch 1/1", 1, 1)
+    assert quiet.bar is None and "quiet" not in capfd.readouterr().err
 
 
 def test_truncated_retrain_artifact_is_reported_and_recomputed(micro_recipe, tmp_path):

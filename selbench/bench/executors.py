@@ -40,8 +40,12 @@ def parse_executor(text: str) -> tuple[str, int]:
 
 
 def save_grid(grid: Grid, runs: Path) -> Path:
-    """Write the grid where workers can read it: ``RUNS/grids/<key>.json`` (the same grid, the same file)."""
-    data = grid.to_json()
+    """Write the grid where workers can read it: ``RUNS/grids/<key>.json`` (the same grid, the same file).
+
+    Workers show no progress bars (several of them would overwrite one another's lines, and a
+    Slurm job's log is a file); they log each unit instead, so ``progress`` is saved off.
+    """
+    data = {**grid.to_json(), "progress": False}
     path = runs / GRIDS / f"{config_key(data)[:16]}.json"
     atomic_write_json(data, path)
     return path

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from selbench.bench.records import RecordError, RetrainRecord, SelectionRecord
 from selbench.bench.store import Busy, RunStore, Unit, UnitWork
+from selbench.bench.unit_bar import UnitBar
 from selbench.core.errors import OptionError
 from selbench.core.files import config_key
 from selbench.core.options import resolve_options
@@ -62,50 +63,57 @@ def describe(kind: str, about: Mapping[str, Any]) -> str:
 
 def supernet_task(recipe: Recipe, seed: int, device: torch.device, progress: bool) -> Task:
     config = supernet_config(recipe, seed)
+    about = {"recipe": recipe.name, "supernet_seed": seed}
 
     def compute(work: UnitWork) -> dict[str, Any]:
-        train_supernet(recipe, seed=seed, device=device, out_dir=work.directory, progress=progress)
+        with UnitBar(describe("supernet", about), enabled=progress) as bar:
+            train_supernet(recipe, seed=seed, device=device, out_dir=work.directory, progress=bar)
         work.add_artifact(CHECKPOINT_FILE)
         work.add_artifact(RECORD_FILE)
         return {"recipe": recipe.name, "seed": seed}
 
-    return Task("supernet", recipe, config, compute, {"recipe": recipe.name, "supernet_seed": seed})
+    return Task("supernet", recipe, config, compute, about)
 
 
 def selection_task(recipe: Recipe, supernet: Unit, selector: str, options: Mapping[str, Any], seed: int,
-                   device: torch.device) -> Task:
+                   device: torch.device, progress: bool = False) -> Task:
     registration = plugin_host().get("selector", selector)
     config = selection_config(supernet.key, selector, options, seed)
     resolved = config["options"]
+    about = {"recipe": recipe.name, "selector": selector, "supernet_seed": int(supernet.config["seed"])}
 
     def compute(work: UnitWork) -> dict[str, Any]:
         net = load_supernet(supernet.artifact(CHECKPOINT_FILE))
         # this recipe, not the checkpoint's: a reused supernet may have found its data elsewhere
         data = (checkpoint_data(cast(Mapping[str, Any], net.metadata), recipe=recipe, device=device)
                 if registration.obj.needs_data else None)  # metadata: attached by load_supernet
-        selection = select(net, selector, data=data, seed=seed, device=device, search=recipe.search, **resolved)
+        with UnitBar(describe("selection", about), enabled=progress) as bar:
+            selection = select(net, selector, data=data, seed=seed, device=device, search=recipe.search,
+                               progress=bar, **resolved)
         return SelectionRecord(recipe.name, supernet.key, int(supernet.config["seed"]), selection).to_result()
 
-    about = {"recipe": recipe.name, "selector": selector, "supernet_seed": int(supernet.config["seed"])}
     return Task("selection", recipe, config, compute, about)
 
 
-def retrain_task(recipe: Recipe, selection: Unit, seed: int, device: torch.device, scorer: str = "retrain") -> Task:
+def retrain_task(recipe: Recipe, selection: Unit, seed: int, device: torch.device, scorer: str = "retrain",
+                 progress: bool = False) -> Task:
     chosen = SelectionRecord.from_result(selection.result)
     config = retrain_config(recipe, selection.key, seed, scorer)
+    about = {"recipe": recipe.name, "selector": chosen.selection.selector, "supernet_seed": chosen.supernet_seed,
+             "retrain_seed": seed}
 
     def compute(work: UnitWork) -> dict[str, Any]:
         genotype = chosen.selection.genotype
         if genotype is None:  # the grid retrains successful selections only
             raise RecordError(f"selection {selection.key[:16]} failed; a failed selection has nothing to retrain")
-        score = score_genotype(scorer, genotype, recipe, seed=seed, device=device, out_dir=work.directory)
+        with UnitBar(describe("retrain", about), enabled=progress) as bar:
+            score = score_genotype(scorer, genotype, recipe, seed=seed, device=device, out_dir=work.directory,
+                                   progress=bar)
         for name in score["artifacts"]:
             work.add_artifact(name)
         return RetrainRecord.from_score(chosen, selection_key=selection.key, retrain_seed=seed, scorer=scorer,
                                         score=score).to_result()
 
-    about = {"recipe": recipe.name, "selector": chosen.selection.selector, "supernet_seed": chosen.supernet_seed,
-             "retrain_seed": seed}
     return Task("retrain", recipe, config, compute, about)
 
 
@@ -226,11 +234,12 @@ class Grid:
         if supernet is None:
             return None
         if stage == "selection":
-            return selection_task(recipe, supernet, slot[2], self.selector_options(recipe, slot[2]), seed, device)
+            return selection_task(recipe, supernet, slot[2], self.selector_options(recipe, slot[2]), seed, device,
+                                  self.progress)
         selection = store.lookup("selection", self.config("selection", slot[:3]))
         if selection is None or selection.failed:
             return None
-        return retrain_task(recipe, selection, slot[3], device, self.scorer)
+        return retrain_task(recipe, selection, slot[3], device, self.scorer, self.progress)
 
     def to_json(self) -> dict[str, Any]:
         return {"recipes": [recipe.to_dict() for recipe in self.recipes], "selectors": list(self.selectors),
