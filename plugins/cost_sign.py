@@ -45,6 +45,7 @@ on stochastic runs, mean otherwise), which ``selbench analyze RUN --plot costs``
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Iterable, Mapping, Sequence, cast
 
 import torch
@@ -202,8 +203,9 @@ def recorded_costs(result: Mapping) -> dict[str, Mapping]:
 
 
 def cost_trajectories(records: Sequence[tuple[int, Mapping]], layout: EdgeLayout,
-                      alpha_split: str | None) -> list[Trajectories]:
-    """Per split and cell type, the most negative non-``none`` cost of every edge in every epoch.
+                      alpha_split: str | None, *, over_ops: str = "min") -> list[Trajectories]:
+    """Per split and cell type, the most negative (``over_ops="min"``) or the mean (``"mean"``) non-``none``
+    cost of every edge in every epoch.
 
     ``records``: (epoch, what :class:`EpochCosts` stored); the split α learns from comes first.
     The cost is the conditional mean on one-hot samples, the per-step mean otherwise (:func:`recorded_costs`).
@@ -215,18 +217,22 @@ def cost_trajectories(records: Sequence[tuple[int, Mapping]], layout: EdgeLayout
         for cell_type in layout.cell_types:
             rows = [(epoch, costs[split][cell_type]) for epoch, costs in recorded if split in costs]
             values = torch.tensor([table for _, table in rows], dtype=torch.float64)[:, :, layout.real_ops]
-            out.append(Trajectories(cell_type, split, [epoch for epoch, _ in rows], values.amin(dim=-1)))
+            reduced = values.amin(dim=-1) if over_ops == "min" else values.mean(dim=-1)
+            out.append(Trajectories(cell_type, split, [epoch for epoch, _ in rows], reduced))
     return out
 
 
 COSTS = ObservedQuantity("costs", "most negative cost (∂L/∂m)·m", cost_trajectories, signed=True)
+# the wiring paper's growing tendency and width preference are statements about this mean
+MEAN_COSTS = ObservedQuantity("mean-costs", "mean cost (∂L/∂m)·m of the non-none ops",
+                              partial(cost_trajectories, over_ops="mean"), signed=True)
 
 COST_OBSERVER = TrainingObserver(
     name="cost-sign",
     new_epoch=EpochCosts,
     needs_gradients=True,
     description="per-epoch cost (∂L/∂m)·m per cell type, edge and op, per split: mean, conditional on sampling",
-    quantities=(COSTS,),
+    quantities=(COSTS, MEAN_COSTS),
 )
 
 # -- the derivations ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from selbench.cli import main
 from selbench.plugins.cost_sign import COSTS
 from selbench.recipes.recipe import Recipe
 from selbench.report.trajectories import (
+    edge_counts,
     load_run,
     summary_rows,
     trajectories,
@@ -59,6 +60,9 @@ def test_trajectories_and_summary_of_a_hand_made_record(tmp_path):
     assert torch.equal(train.values, torch.tensor([[0.1, 0.2, 0.5, 0.1, 0.7], [-0.3, -0.4, 0.5, -0.1, -0.2]],
                                                   dtype=torch.float64))
     assert torch.equal(valid.values[1], torch.tensor([0.2, 0.2, 0.5, 0.1, 0.7], dtype=torch.float64))
+
+    _, mean_train = trajectories(run, "mean-costs")  # the mean over the non-none ops a and b
+    assert torch.allclose(mean_train.values[1], torch.tensor([-0.1, -0.1, 0.55, 0.4, 0.25], dtype=torch.float64))
 
     rows = {(r[0], r[2]): r for r in summary_rows(run, COSTS, trajectories(run, "costs"))}
     assert rows["train", "input"][3:] == [4, 1, 2, "+0.225", "-0.075", 0, 3]
@@ -133,3 +137,22 @@ def test_user_mistakes_are_one_line(tmp_path, capsys, argv, message):
     assert main(["analyze"] + [a.format(tmp=tmp_path, run=run) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+def test_edges_counts_the_edges_below_zero_per_epoch_split_and_group(tmp_path, capsys):
+    run = toy_record(tmp_path)
+    valid, train = edge_counts(load_run(run).layout, trajectories(load_run(run), "costs"))
+    # epoch 2, train split: best costs -0.3, -0.4, 0.5, -0.1 on the input edges, -0.2 on the intermediate one
+    assert train.counts == {"all": [0, 4], "input": [0, 3], "intermediate": [0, 1]}
+    assert valid.counts == {"all": [0, 0], "input": [0, 0], "intermediate": [0, 0]}
+    assert main(["analyze", str(run), "--plot", "edges"]) == 0
+    out = capsys.readouterr().out
+    assert "edges with costs < 0 per epoch" in out and "4 (3 + 1)" in out
+    assert png_pixels(run / "edges.png").shape[:2] == (round(110 * 3.6), round(110 * 5.5 * 2))
+
+
+def test_edges_of_a_run_without_a_signed_quantity_is_one_line(tmp_path, capsys):
+    run = toy_record(tmp_path, with_costs=False)
+    assert main(["analyze", str(run), "--plot", "edges"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--plot edges counts" in err and "cost-sign" in err

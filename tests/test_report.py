@@ -194,7 +194,8 @@ def test_report_of_a_half_finished_store(runs):
     kinds = figure_kinds(page)
     assert kinds.count("cell") == 5 and kinds.count("failed-cell") == 1  # 6 selections, one failed
     assert [k for k in kinds if k not in ("cell", "failed-cell")] == ["agreement", "kendall", "scatter",
-                                                                      "trajectory", "trajectory"]  # α and costs
+                                                                      "trajectory", "trajectory",
+                                                                      "trajectory"]  # α, costs, mean-costs
     assert page.count("<figure") == len(kinds) and page.count("<figcaption>") == len(kinds)
     assert "<table class='leaderboard'>" in page and page.count("<svg") == len(kinds) - 1
     missing = page[page.index("id='missing'"):page.index("id='recipe-demo'")]
@@ -244,9 +245,9 @@ def test_report_renders_in_headless_chromium(runs, tmp_path):
     rendered = dom.stdout
     assert rendered.count('<table class="leaderboard">') == 1
     kinds = re.findall(r'data-kind="([a-z-]+)"', rendered)
-    assert kinds == figure_kinds(page.read_text()) and len(kinds) == 11
+    assert kinds == figure_kinds(page.read_text()) and len(kinds) == 12
     drawings = re.findall(r"<figure[^>]*>\s*<svg.*?</svg>", rendered, flags=re.DOTALL)
-    assert len(drawings) == 10  # every figure but the failed cell is an SVG, and none is empty
+    assert len(drawings) == 11  # every figure but the failed cell is an SVG, and none is empty
     assert all(svg.count("<path") >= 10 and svg.count("<text") >= 3 for svg in drawings)
 
     shot = tmp_path / "shot.png"

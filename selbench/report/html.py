@@ -365,7 +365,7 @@ def _trajectory_section(page: _Page, contents: RunContents) -> None:
 def _trajectory_caption(run: TrainingRun, name: str, label: str, observer: str | None, signed: bool) -> str:
     source = ("softmax(α) after every epoch, from the run record" if observer is None
               else f"the <code>{_e(observer)}</code> plugin's training observer, averaged per epoch and split")
-    zero = " The grey line marks zero: below it the edge's best op lowers the loss." if signed else ""
+    zero = " The grey line marks zero: a value below it lowers the loss." if signed else ""
     return (f"<b>{_e(name)}</b> of every edge over the epochs: {_e(label)} ({source}). One panel per cell type"
             f"{' and split' if observer is not None else ''} and edge group (<i>input</i> edges leave an input node, "
             f"<i>intermediate</i> edges join two intermediate nodes), one line per edge (labelled source→target), "

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from selbench.core.errors import SelbenchError
-from selbench.report.trajectories import TrainingRun
+from selbench.report.trajectories import ALL_EDGES, EdgeCounts, TrainingRun
 from selbench.train.trajectory import GROUPS, ObservedQuantity, Trajectories
 
 
@@ -76,3 +76,35 @@ def _draw_panel(ax: Any, run: TrainingRun, quantity: ObservedQuantity, trajector
     ax.tick_params(labelsize=7)
     if legend:
         ax.legend(fontsize=6, ncol=3, loc="best")
+
+
+def plot_edge_counts(run: TrainingRun, quantity: ObservedQuantity, counts: Sequence[EdgeCounts], out: Path) -> Path:
+    """One panel per split: per cell type, the edges below zero over the epochs (solid: all, dashed: input,
+    dotted: intermediate), out of how many there are (the grey line)."""
+    plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    splits = list(dict.fromkeys(c.split for c in counts))
+    figure, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 3.6), squeeze=False, sharey=True)
+    styles = {ALL_EDGES: "-", GROUPS[0]: "--", GROUPS[1]: ":"}
+    types = list(dict.fromkeys(c.cell_type for c in counts))
+    for ax, split in zip(axes[0], splits):
+        for c in (c for c in counts if c.split == split):
+            colour = f"C{types.index(c.cell_type) % 10}"
+            for part, style in styles.items():
+                ax.plot(c.epochs, c.counts[part], linestyle=style, marker="." if part == ALL_EDGES else None,
+                        color=colour, label=f"{c.cell_type}: {part}")
+        ax.axhline(len(run.layout.edges), color="grey", linewidth=0.8, label="edges per cell")
+        learns = " (α learns from it)" if split is not None and split == run.alpha_split else ""
+        ax.set_title(f"{split or 'all'} split{learns}", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=7, loc="best")
+    axes[0][0].set_ylabel(f"edges with {quantity.name} < 0")
+    figure.suptitle(f"{run.title}: edges whose {quantity.label} is below zero (kept)")
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out

@@ -7,7 +7,9 @@ training observer that declares it (:class:`selbench.ObservedQuantity`), e.g. th
 
 Edges are grouped into *input* edges (from an input node of the cell) and *intermediate*
 edges (between intermediate nodes): the cost-sign paper finds intermediate edges costlier
-("width preference").
+("width preference").  ``edges`` is not a per-edge quantity but a count: per epoch and cell
+type, how many edges a signed quantity (``costs``) puts below zero — the edges the wiring
+derivation keeps, whose growth over training is that paper's "growing tendency".
 """
 from __future__ import annotations
 
@@ -83,6 +85,50 @@ def _alpha_trajectories(records: Sequence[tuple[int, Any]], layout: EdgeLayout,
 
 
 ALPHAS = ObservedQuantity("alphas", "largest softmax(α) of a non-none op", _alpha_trajectories)
+EDGES = "edges"
+ALL_EDGES = "all"
+
+
+@dataclass(frozen=True)
+class EdgeCounts:
+    """Per epoch, the edges of one cell type (and split) whose value is below zero: in all and per edge group."""
+
+    cell_type: str
+    split: str | None
+    epochs: list[int]
+    counts: dict[str, list[int]]  # ALL_EDGES and every group of GROUPS -> one count per epoch
+
+
+def signed_quantity(run: TrainingRun) -> str:
+    """The name of the signed quantity ``--plot edges`` counts in ``run`` (the first one with records)."""
+    for name, (observer, quantity) in quantities().items():
+        if quantity.signed and has_records(run, observer):
+            return name
+    raise SelbenchError(f"{run.record_path}: --plot edges counts the edges a signed quantity puts below zero "
+                        f"(costs, from the cost-sign plugin's training observer), and this run recorded none; train "
+                        f"again with that plugin installed")
+
+
+def edge_counts(layout: EdgeLayout, built: Sequence[Trajectories]) -> list[EdgeCounts]:
+    """For each trajectory, how many edges are below zero after every epoch, in all and per edge group."""
+    counts = []
+    for trajectory in built:
+        below = trajectory.values < 0
+        per_group = {group: below[:, layout.group(group)].sum(dim=1).tolist() for group in GROUPS}
+        counts.append(EdgeCounts(trajectory.cell_type, trajectory.split, trajectory.epochs,
+                                 {ALL_EDGES: below.sum(dim=1).tolist(), **per_group}))
+    return counts
+
+
+def edge_count_rows(counts: Sequence[EdgeCounts]) -> tuple[list[str], list[list[Any]]]:
+    """(headers, rows) of a table: one row per epoch, per (split, cell type) ``all (input + intermediate)``."""
+    headers = ["epoch"] + [f"{c.split or '-'} {c.cell_type}" for c in counts]
+    rows = []
+    for position, epoch in enumerate(counts[0].epochs if counts else []):
+        cells = [f"{c.counts[ALL_EDGES][position]} ({' + '.join(str(c.counts[g][position]) for g in GROUPS)})"
+                 for c in counts]
+        rows.append([epoch, *cells])
+    return headers, rows
 
 
 def quantities() -> dict[str, tuple[str | None, ObservedQuantity]]:
