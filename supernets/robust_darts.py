@@ -50,6 +50,9 @@ class RobustDartsSpace(DartsSpace):
     def variant(self, ops: Sequence[str] | None = None, steps: int | None = None) -> RobustDartsSpace:
         if ops is not None and tuple(ops) != self.ops:
             raise GenotypeError(f"the {self.name} space has fixed ops {list(self.ops)}; got ops={list(ops)}")
+        if self.per_edge_ops is not None and steps not in (None, self.steps):
+            raise GenotypeError(f"the {self.name} space gives each of its {self.num_edges} edges its own ops, "
+                                f"so it has {self.steps} nodes; got steps={steps}")
         return RobustDartsSpace(self.name, self.ops, self.steps if steps is None else steps, self.per_edge_ops)
 
     def network_rules(self, steps: int) -> SearchSpace:

@@ -90,9 +90,11 @@ def test_a_discrete_s1_network_runs_and_its_checkpoint_round_trips(tmp_path):
     assert network(torch.randn(2, 1, 8, 8))[0].shape == (2, 10)
 
 
-def test_s1_ops_cannot_be_changed():
+def test_s1_ops_and_nodes_cannot_be_changed():
     with pytest.raises(selbench.GenotypeError, match="fixed ops"):
         selbench.get_space("darts-s1").build_supernet(ops=["skip_connect", "sep_conv_3x3"])
+    with pytest.raises(selbench.GenotypeError, match="4 nodes; got steps=2"):
+        selbench.get_space("darts-s1").build_supernet(steps=2)
 
 
 @pytest.mark.parametrize("stride", [1, 2])
