@@ -75,15 +75,29 @@ SPLITS = ("train", "valid")
 
 
 # -- the cost ----------------------------------------------------------------------------------
+ColumnOps = Sequence[str] | Mapping[str, Sequence[Sequence[str]]]
+
+
+def column_ops(space: SearchSpace) -> ColumnOps:
+    """What the columns of the space's [E, O] tables name: its ops, or per cell type each edge's own ops."""
+    return space.ops if space.per_edge_ops is None else space.per_edge_ops
+
+
+def _none_cells(ops: ColumnOps, cell_type: str) -> list[tuple[slice | int, int]]:
+    """Where ``none`` sits in a cell type's table: whole columns (``ops`` for every edge) or single cells."""
+    if not isinstance(ops, Mapping):
+        return [(slice(None), k) for k, op in enumerate(ops) if op == NONE_OP]
+    return [(edge, k) for edge, edge_ops in enumerate(ops[cell_type]) for k, op in enumerate(edge_ops) if op == NONE_OP]
+
+
 def cost_from_gradients(weights: Mapping[str, Tensor], grads: Mapping[str, Tensor],
-                        ops: Sequence[str]) -> dict[str, Tensor]:
-    """C = (∂L/∂m) ⊙ m per cell type, for one step; the column of ``none`` in ``ops`` is exactly 0."""
-    none_columns = [k for k, op in enumerate(ops) if op == NONE_OP]
+                        ops: ColumnOps) -> dict[str, Tensor]:
+    """C = (∂L/∂m) ⊙ m per cell type, for one step; exactly 0 where ``ops`` (:func:`column_ops`) names ``none``."""
     costs = {}
     for cell_type, weight in weights.items():
         cost = grads[cell_type].detach() * weight.detach()
-        for k in none_columns:  # a plain column fill: no index tensor to copy to the device every step
-            cost[:, k] = 0.0
+        for where in _none_cells(ops, cell_type):  # plain fills: no index tensor to copy to the device every step
+            cost[where] = 0.0
         costs[cell_type] = cost
     return costs
 
@@ -102,7 +116,7 @@ def op_costs(supernet: nn.Module, batches: Iterable[Batch],
     point.update({cell_type: w.detach() for cell_type, w in (weights or {}).items()})
     point = {cell_type: w.clone().requires_grad_(True) for cell_type, w in point.items()}
     cell_types = list(point)
-    ops = net.space.ops
+    ops = column_ops(net.space)
     total: dict[str, Tensor] | None = None
     count = 0
     for images, labels in batches:
@@ -151,7 +165,7 @@ def sampled_op_costs(supernet: nn.Module, batches: Iterable[Batch], *, uniform: 
             logits = supernet(images, z)
         found = torch.autograd.grad(F.cross_entropy(logits, labels), [z[c] for c in cell_types], allow_unused=True)
         grads = {c: torch.zeros_like(z[c]) if g is None else g for c, g in zip(cell_types, found)}
-        cost = cost_from_gradients(z, grads, net.space.ops)
+        cost = cost_from_gradients(z, grads, column_ops(net.space))
         hits = {c: z[c].detach() for c in cell_types}
         sums = cost if sums is None else {c: sums[c] + cost[c] for c in cell_types}
         counts = hits if counts is None else {c: counts[c] + hits[c] for c in cell_types}
@@ -164,7 +178,7 @@ class EpochCosts:
     """One epoch of the cost observer: per split, the sums of per-step costs and weights, and the number of steps."""
 
     def __init__(self, space: SearchSpace):
-        self.ops = space.ops
+        self.ops = column_ops(space)
         self.sums: dict[str, dict[str, Tensor]] = {}
         self.samples: dict[str, dict[str, Tensor]] = {}
         self.one_hot: dict[str, Tensor] = {}  # per split: whether every step's weights were one-hot samples
@@ -250,8 +264,8 @@ def wiring_selection(space: SearchSpace, costs: Mapping[str, Tensor]) -> Selecti
     """
     if space.in_degree is None:
         return top2_selection(space, costs)
-    return _variable_in_degree({cell_type: _negative_cost_edges(space, cost) for cell_type, cost in costs.items()},
-                               space, costs)
+    choices = {cell_type: _negative_cost_edges(space, cell_type, cost) for cell_type, cost in costs.items()}
+    return _variable_in_degree(choices, space, costs)
 
 
 def alpha_selection(space: SearchSpace, costs: Mapping[str, Tensor], alphas: Mapping[str, Tensor]) -> Selection:
@@ -266,7 +280,8 @@ def alpha_selection(space: SearchSpace, costs: Mapping[str, Tensor], alphas: Map
     choices = {}
     for cell_type, alpha in alphas.items():
         best = alpha.detach().to("cpu", torch.float64).argmax(dim=1).tolist()
-        keep = {edge: space.ops[k] for edge, k in enumerate(best) if space.ops[k] != NONE_OP}
+        named = {edge: space.edge_ops(cell_type, edge)[k] for edge, k in enumerate(best)}
+        keep = {edge: op for edge, op in named.items() if op != NONE_OP}
         choices[cell_type] = _live_edges(space, keep)
     return _variable_in_degree(choices, space, costs)
 
@@ -282,13 +297,16 @@ def _variable_in_degree(choices: Mapping[str, Mapping[int, str]], space: SearchS
     return Selection(genotype=space.genotype_from_choices(choices), scores=scores, variable_in_degree=True)
 
 
-def _negative_cost_edges(space: SearchSpace, cost: Tensor) -> dict[int, str]:
+def _negative_cost_edges(space: SearchSpace, cell_type: str, cost: Tensor) -> dict[int, str]:
     """``{edge: op}`` for the edges whose best selectable op has a negative cost and a live source."""
     table = cost.detach().to("cpu", torch.float64)
-    selectable = list(space.selectable_ops)
-    best_cost, best_pos = table[:, selectable].min(dim=1)  # ties: the lower op index, like DARTS
-    return _live_edges(space, {edge: space.ops[selectable[int(best_pos[edge])]]
-                               for edge in range(space.num_edges) if best_cost[edge] < 0})
+    keep = {}
+    for edge in range(space.num_edges):
+        selectable = list(space.edge_selectable(cell_type, edge))
+        best_cost, best_pos = table[edge, selectable].min(dim=0)  # ties: the lower op index, like DARTS
+        if best_cost < 0:
+            keep[edge] = space.edge_ops(cell_type, edge)[selectable[int(best_pos)]]
+    return _live_edges(space, keep)
 
 
 def _live_edges(space: SearchSpace, keep: Mapping[int, str]) -> dict[int, str]:

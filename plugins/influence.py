@@ -3,7 +3,9 @@
 Everything acts on :class:`BatchLoss` objects: one batch's loss L(m, θ) as a pure function of the flat
 mixing weights m and the flat network weights θ.  Products with L's Hessian are forward-over-reverse
 (``jvp`` of ``grad``, ``torch.func``), vectorised with ``vmap`` over the rows of a matrix of vectors,
-never finite differences.  Blocks: H_mm = ∂²L/∂m², H_θm = ∂²L/∂θ∂m (its transpose H_mθ), H_θθ = ∂²L/∂θ².
+never finite differences; a random op in the network (RobustDARTS's ``noise``) draws once per vmapped call,
+so every row is a product with the Hessian of the same loss.
+Blocks: H_mm = ∂²L/∂m², H_θm = ∂²L/∂θ∂m (its transpose H_mθ), H_θθ = ∂²L/∂θ².
 
 Two responses of θ to a change d of m (influential_magnitude's docstring derives them), each taking a
 validation batch's loss L_val and the batch loss whose θ-blocks give θ's response (L_train's):
@@ -28,6 +30,7 @@ from torch.func import grad, jvp, vmap
 JointLoss = Callable[[Tensor, Tensor], Tensor]
 Products = Callable[[Tensor], Tensor]  # rows of vectors -> rows of the matrix times each
 INVERSES = ("identity", "neumann", "cg")
+SAME_NOISE = "same"  # vmap's randomness mode: one draw shared by all rows
 
 
 @dataclass(frozen=True)
@@ -45,25 +48,26 @@ class BatchLoss:
 def weight_hvps(loss: BatchLoss, point: Tensor, vectors: Tensor) -> Tensor:
     """Row k is H_mm·vectors[k] (θ held)."""
     gradient = grad(loss)
-    return vmap(lambda v: jvp(gradient, (point,), (v,))[1])(vectors)
+    return vmap(lambda v: jvp(gradient, (point,), (v,))[1], randomness=SAME_NOISE)(vectors)
 
 
 def mixed_products(loss: BatchLoss, point: Tensor, vectors: Tensor) -> Tensor:
     """H_θm·v for every row v of ``vectors`` (m-space): ∂_m of ∂_θ L along v, one product each."""
     gradient = grad(loss.joint, argnums=1)
-    return vmap(lambda v: jvp(lambda m: gradient(m, loss.theta), (point,), (v,))[1])(vectors)
+    return vmap(lambda v: jvp(lambda m: gradient(m, loss.theta), (point,), (v,))[1], randomness=SAME_NOISE)(vectors)
 
 
 def along_theta(loss: BatchLoss, point: Tensor, vectors: Tensor) -> Tensor:
     """H_mθ·u for every row u of ``vectors`` (θ-space): ∂_m of (∂_θ L · u), one product each."""
     gradient = grad(loss.joint, argnums=0)
-    return vmap(lambda u: jvp(lambda theta: gradient(point, theta), (loss.theta,), (u,))[1])(vectors)
+    return vmap(lambda u: jvp(lambda theta: gradient(point, theta), (loss.theta,), (u,))[1],
+                randomness=SAME_NOISE)(vectors)
 
 
 def theta_hvps(loss: BatchLoss, point: Tensor) -> Products:
     """Rows u ↦ H_θθ·u, the products an inverse iterates on."""
     gradient = grad(lambda theta: loss.joint(point, theta))
-    return vmap(lambda u: jvp(gradient, (loss.theta,), (u,))[1])
+    return vmap(lambda u: jvp(gradient, (loss.theta,), (u,))[1], randomness=SAME_NOISE)
 
 
 # -- Ĥ_θθ⁻¹ ------------------------------------------------------------------------------------------

@@ -318,11 +318,13 @@ def genotype_scores(space: SearchSpace, importance: Mapping[str, Tensor], none_c
     """The scores the space's rule sees: ``none`` ruled out (−∞) on spaces without an in-degree unless allowed."""
     if none_candidate or space.in_degree is not None or NONE_OP not in space.ops:
         return dict(importance)
-    none = space.ops.index(NONE_OP)
     masked = {}
     for cell_type, table in importance.items():
         masked[cell_type] = table.clone()
-        masked[cell_type][:, none] = float("-inf")
+        for edge in space.edges:
+            ops = space.edge_ops(cell_type, edge.index)
+            if NONE_OP in ops:
+                masked[cell_type][edge.index, ops.index(NONE_OP)] = float("-inf")
     return masked
 
 

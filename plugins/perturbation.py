@@ -158,9 +158,9 @@ class PerturbationSelector:
         self.space: SearchSpace = ctx.space
         self.supernet = ctx.supernet
         self.fast = self.options["implementation"] == "fast" and hasattr(self.supernet, "active_ops")
-        self.cells = {cell_type: CellProjection(self.space.num_edges, len(self.space.ops), ctx.device)
+        self.cells = {cell_type: CellProjection(self.space.num_edges, self.space.num_ops, ctx.device)
                       for cell_type in self.space.cell_types}
-        self.scores = {cell_type: torch.zeros(self.space.num_edges, len(self.space.ops))
+        self.scores = {cell_type: torch.zeros(self.space.num_edges, self.space.num_ops)
                        for cell_type in self.space.cell_types}
         self.prunable = self._prunable_nodes()
         self.unpruned = {cell_type: list(self.prunable) for cell_type in self.space.cell_types}
@@ -185,13 +185,14 @@ class PerturbationSelector:
         cell = self.cells[cell_type]
         edge = self._pick(cell.undecided())
         base = self.measure() if self.options["base_pass"] else None
-        quality = {op: self.measure(cell_type, edge, op) for op in self.space.selectable_ops}
+        quality = {op: self.measure(cell_type, edge, op) for op in self.space.edge_selectable(cell_type, edge)}
         chosen = min(quality, key=quality.__getitem__)  # first minimum: lower op index on ties
         for op, value in quality.items():
             self.scores[cell_type][edge, op] = base - value if base is not None else self._badness(value)
         cell.fix_op(edge, chosen)
-        self._trace(f"{cell_type} cell: edge {edge} takes {self.space.ops[chosen]}", cell=cell_type, decision="op",
-                    edge=edge, op=self.space.ops[chosen], base=base, without_op=quality)
+        name = self.space.edge_ops(cell_type, edge)[chosen]
+        self._trace(f"{cell_type} cell: edge {edge} takes {name}", cell=cell_type, decision="op",
+                    edge=edge, op=name, base=base, without_op=quality)
 
     def prune_node(self, cell_type: str) -> None:
         """Remove a node's input edges one by one, always the one the supernet misses least.
@@ -279,7 +280,8 @@ class PerturbationSelector:
         return [node for node in self.space.nodes if len(self.space.edges_into(node)) > self.space.in_degree]
 
     def _choices(self) -> dict[str, dict[int, str]]:
-        return {cell_type: {edge: self.space.ops[op] for edge, op in cell.chosen.items() if edge not in cell.removed}
+        return {cell_type: {edge: self.space.edge_ops(cell_type, edge)[op] for edge, op in cell.chosen.items()
+                            if edge not in cell.removed}
                 for cell_type, cell in self.cells.items()}
 
     def _trace(self, message: str, **decision: Any) -> None:

@@ -134,7 +134,7 @@ def _check_scores(who: str, scores: Mapping[str, Tensor], space: SearchSpace) ->
     if set(scores) != set(space.cell_types):
         raise AssertionError(f"{who}: scores for cell types {sorted(scores)}, the {space.name} space has "
                              f"{sorted(space.cell_types)}")
-    expected = (space.num_edges, len(space.ops))
+    expected = (space.num_edges, space.num_ops)
     for cell_type, table in scores.items():
         if not isinstance(table, Tensor):
             raise AssertionError(f"{who}: scores for the {cell_type} cell are a {type(table).__name__}, not a Tensor")

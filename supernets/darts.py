@@ -26,6 +26,8 @@ class DartsSpace(SearchSpace):
     in_degree = 2
     # DARTS's CIFAR-10 evaluation network: 20 cells of C=36, auxiliary head after cell 2·layers//3
     retrain_defaults = {"C": 36, "layers": 20, "auxiliary": True}
+    # the α shapes infer_supernet_args recognises, as its error names them
+    alpha_shapes = "no DARTS space (expected 14×8 for DARTS or 14×7 for DARTS-PT)"
 
     def __init__(self, ops: Sequence[str] = DARTS_OPS, steps: int = 4):
         self.set_structure(ops, steps, known_ops=OPS)
@@ -56,9 +58,17 @@ class DartsSpace(SearchSpace):
                       variable_in_degree: bool = False) -> DartsNetwork:
         """DARTS's evaluation network for ``genotype`` (the number of nodes is read from it)."""
         steps = len(genotype["normal"].nodes) if "normal" in genotype.cell_types else self.steps
-        self.variant(ops=DARTS_OPS, steps=steps).validate(genotype, variable_in_degree=variable_in_degree)
+        self.network_rules(steps).validate(genotype, variable_in_degree=variable_in_degree)
         return DartsNetwork(genotype, C=C, num_classes=num_classes, layers=layers, auxiliary=auxiliary,
                             stem_multiplier=stem_multiplier, in_channels=in_channels)
+
+    def network_rules(self, steps: int) -> SearchSpace:
+        """The space a discrete network's genotype of ``steps`` nodes must be valid in: any DARTS op on any edge."""
+        return self.variant(ops=DARTS_OPS, steps=steps)
+
+    def ops_of_width(self, num_ops: int) -> Sequence[str] | None:
+        """The op list of a foreign checkpoint whose α has ``num_ops`` columns: DARTS's 8 or DARTS-PT's 7."""
+        return {len(DARTS_OPS): DARTS_OPS, len(DARTS_PT_OPS): DARTS_PT_OPS}.get(num_ops)
 
     def infer_supernet_args(self, state_dict: Mapping[str, Tensor], alphas: Mapping[str, Tensor]) -> dict:
         """Read C, layers, steps, multiplier, classes, input channels and the op set off the tensors."""
@@ -72,11 +82,11 @@ class DartsSpace(SearchSpace):
         if len(shape) != 2:
             raise CheckpointError(f"α of the normal cell must be a 2-D tensor [edges, ops], got shape {shape}")
         edges, num_ops = shape
-        ops = {len(DARTS_OPS): DARTS_OPS, len(DARTS_PT_OPS): DARTS_PT_OPS}.get(num_ops)
-        steps = next((s for s in range(1, 64) if self.variant(steps=s).num_edges == edges), None)
+        ops = self.ops_of_width(num_ops)
+        steps = next((s for s in range(1, 64) if DartsSpace(steps=s).num_edges == edges), None)
         if ops is None or steps is None:
             raise CheckpointError(
-                f"α of shape {edges}×{num_ops} fits no DARTS space (expected 14×8 for DARTS or 14×7 for DARTS-PT); "
+                f"α of shape {edges}×{num_ops} fits {self.alpha_shapes}; "
                 "pass the space arguments explicitly")
         layers = 1 + max(int(m.group(1)) for k in state_dict if (m := re.match(r"cells\.(\d+)\.", k)))
         C = C_first // 2 if 0 in reduction_layers(layers) else C_first

@@ -1,4 +1,4 @@
-"""The DARTS candidate operations (Liu et al., 2019), with DARTS's module names.
+"""The DARTS candidate operations (Liu et al., 2019), with DARTS's module names, and RobustDARTS's ``noise``.
 
 ``affine`` is False inside the supernet and True in the discrete network; pools get a
 non-affine BatchNorm only in the supernet (``pool_bn=True``).  Attribute names (``op``,
@@ -36,6 +36,19 @@ class Zero(nn.Module):
         if self.stride == 1:
             return x.mul(0.0)
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+
+
+class Noise(nn.Module):
+    """`noise` (RobustDARTS's S4): standard normal noise shaped like the input (its strided slice on a stride-2
+    edge), whatever the input's values; drawn from the input device's default generator, so seeded runs repeat."""
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x[:, :, :: self.stride, :: self.stride].shape
+        return torch.randn(shape, device=x.device, dtype=x.dtype)
 
 
 class ReLUConvBN(nn.Module):
@@ -157,6 +170,7 @@ OPS: dict[str, OpFactory] = {
     "sep_conv_5x5": lambda C, stride, affine, pool_bn: SepConv(C, C, 5, stride, 2, affine=affine),
     "dil_conv_3x3": lambda C, stride, affine, pool_bn: DilConv(C, C, 3, stride, 2, 2, affine=affine),
     "dil_conv_5x5": lambda C, stride, affine, pool_bn: DilConv(C, C, 5, stride, 4, 2, affine=affine),
+    "noise": lambda C, stride, affine, pool_bn: Noise(stride),
 }
 
 

@@ -39,10 +39,13 @@ class MixedOp(nn.Module):
 
 
 class SearchCell(nn.Module):
-    """A cell with every edge mixed: node j = Σ_{i<j} ō_(i,j)(x_i); output = concat of the last nodes."""
+    """A cell with every edge mixed: node j = Σ_{i<j} ō_(i,j)(x_i); output = concat of the last nodes.
+
+    ``edge_ops[e]``: the candidate ops of edge ``e``, in the space's edge order.
+    """
 
     def __init__(self, steps: int, multiplier: int, C_prev_prev: int, C_prev: int, C: int,
-                 reduction: bool, reduction_prev: bool, ops: Sequence[str]):
+                 reduction: bool, reduction_prev: bool, edge_ops: Sequence[Sequence[str]]):
         super().__init__()
         self.reduction = reduction
         self._steps = steps
@@ -54,7 +57,7 @@ class SearchCell(nn.Module):
         for i in range(steps):
             for j in range(2 + i):
                 stride = 2 if reduction and j < 2 else 1
-                self._ops.append(MixedOp(C, stride, ops))
+                self._ops.append(MixedOp(C, stride, edge_ops[len(self._ops)]))
 
     def forward(self, s0: Tensor, s1: Tensor, weights: Tensor,
                 active: Sequence[Sequence[int]] | None = None) -> Tensor:
@@ -87,7 +90,8 @@ class DartsSupernet(SupernetBase, nn.Module):
 
         def make_cell(C_prev_prev: int, C_prev: int, C: int, reduction: bool,
                       reduction_prev: bool) -> tuple[nn.Module, int]:
-            cell = SearchCell(space.steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev, space.ops)
+            edge_ops = [space.edge_ops("reduce" if reduction else "normal", edge.index) for edge in space.edges]
+            cell = SearchCell(space.steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev, edge_ops)
             return cell, multiplier * C
 
         self.stem, self.cells, channels_after = stack_cells(make_cell, C=C, layers=layers,

@@ -54,7 +54,7 @@ class SupernetBase(_MixinBase):
     def init_alphas(self) -> None:
         """α: cell type -> ``Parameter[E, O]`` drawn as 1e-3·randn; α may be absent from loaded state dicts."""
         self.alphas = nn.ParameterDict({
-            cell_type: nn.Parameter(ALPHA_INIT_SCALE * torch.randn(self.space.num_edges, len(self.space.ops)))
+            cell_type: nn.Parameter(ALPHA_INIT_SCALE * torch.randn(self.space.num_edges, self.space.num_ops))
             for cell_type in self.space.cell_types
         })
         self.register_load_state_dict_post_hook(alphas_optional)
@@ -95,7 +95,7 @@ class SupernetBase(_MixinBase):
     def _checked_active(self, active: Mapping[str, Sequence[Sequence[int]]]) -> dict[str, ActiveOps]:
         """``active`` with each edge's op indices sorted (the order a full forward sums them in)."""
         checked: dict[str, ActiveOps] = {}
-        num_edges, num_ops = self.space.num_edges, len(self.space.ops)
+        num_edges, num_ops = self.space.num_edges, self.space.num_ops
         for cell_type, given in active.items():
             if cell_type not in self.alphas:
                 raise ValueError(f"active ops for unknown cell type {cell_type!r}; "

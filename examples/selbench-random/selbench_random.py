@@ -4,7 +4,7 @@ Random search over cells is the standard sanity baseline of NAS papers: a select
 cannot beat it on the leaderboard has not learned anything from the supernet.  For every cell
 type and every intermediate node, the sampler draws the required number of distinct inputs
 uniformly among the node's predecessors (all of them where the space keeps every edge, as in
-NAS-Bench-201), then one op uniformly among the ops a discrete cell may use.  It reads only
+NAS-Bench-201), then one op uniformly among the ops a discrete cell may use on that edge.  It reads only
 ``ctx.space`` and ``ctx.rng`` (seeded by selbench from ``--seed``), so one seed always gives
 one cell, and it works in any registered space.
 """
@@ -24,7 +24,8 @@ def sample_genotype(space: SearchSpace, rng: random.Random) -> Genotype:
             incoming = space.edges_into(node)
             keep = len(incoming) if space.in_degree is None else space.in_degree
             for edge in rng.sample(incoming, keep):
-                chosen[edge.index] = space.ops[rng.choice(space.selectable_ops)]
+                ops = space.edge_ops(cell_type, edge.index)  # column k of this edge is ops[k]
+                chosen[edge.index] = ops[rng.choice(space.edge_selectable(cell_type, edge.index))]
         choices[cell_type] = chosen
     return space.genotype_from_choices(choices)
 

@@ -3,7 +3,10 @@
 A :class:`SearchSpace` describes one configuration of a space (its op list and number of
 intermediate nodes); :meth:`SearchSpace.variant` gives another configuration.  Edges are
 numbered in the order used by DARTS and NAS-Bench-201 alike: for each intermediate node, its
-incoming edges from node 0, 1, ... in turn.  Row ``e`` of an α tensor belongs to edge ``e``.
+incoming edges from node 0, 1, ... in turn.  Row ``e`` of an α tensor belongs to edge ``e``,
+and its column ``k`` to the op ``space.edge_ops(cell_type, e)[k]``: every edge offers
+``space.ops`` in most spaces, its own op set in some (RobustDARTS's S1), always
+``space.num_ops`` of them.
 """
 from __future__ import annotations
 
@@ -84,6 +87,10 @@ class SearchSpace(ABC):
     set ``retrain_defaults``: the ``build_network`` arguments of the space's published
     evaluation network, which a recipe's ``[retrain]`` section takes when it leaves them out
     (arguments not listed there default to ``build_network``'s own defaults).
+
+    A space whose edges offer different ops sets ``per_edge_ops`` (with :meth:`set_per_edge_ops`):
+    per cell type, one op tuple per edge, all of the same length; ``ops`` is then every op that
+    some edge offers, and :meth:`edge_ops` names the columns of each edge's α row.
     """
 
     name: str
@@ -92,6 +99,7 @@ class SearchSpace(ABC):
     num_input_nodes: int
     steps: int
     in_degree: int | None
+    per_edge_ops: Mapping[str, tuple[tuple[str, ...], ...]] | None = None
     retrain_defaults: Mapping[str, Any] = {}
 
     # -- structure -------------------------------------------------------------------------
@@ -122,10 +130,29 @@ class SearchSpace(ABC):
                 return e.index
         raise KeyError((src, dst))
 
+    def edge_ops(self, cell_type: str, edge: int) -> tuple[str, ...]:
+        """The ops edge ``edge`` of the ``cell_type`` cell offers, in the order of its α columns."""
+        if self.per_edge_ops is None:
+            return self.ops
+        return self.per_edge_ops[cell_type][edge]
+
+    @property
+    def num_ops(self) -> int:
+        """Ops per edge: the number of columns of an α table."""
+        return len(self.edge_ops(self.cell_types[0], 0))
+
+    def edge_selectable(self, cell_type: str, edge: int) -> tuple[int, ...]:
+        """Column indices of the ops a discrete cell may put on this edge (``none`` is excluded where edges are
+        pruned instead)."""
+        pruned = self.in_degree is not None
+        return tuple(k for k, op in enumerate(self.edge_ops(cell_type, edge)) if not (pruned and op == NONE_OP))
+
     @property
     def selectable_ops(self) -> tuple[int, ...]:
-        """Op indices a discrete cell may use (``none`` is excluded where edges are pruned instead)."""
-        return tuple(i for i, op in enumerate(self.ops) if not (self.in_degree is not None and op == NONE_OP))
+        """Column indices selectable on every edge of every cell type (all of :meth:`edge_selectable` where every
+        edge offers ``ops``)."""
+        per_edge = [set(self.edge_selectable(c, e.index)) for c in self.cell_types for e in self.edges]
+        return tuple(sorted(set.intersection(*per_edge)))
 
     @property
     def default_concat(self) -> tuple[int, ...]:
@@ -150,14 +177,17 @@ class SearchSpace(ABC):
         where = f"{self.name} genotype, {cell_type} cell"
         if len(cell.nodes) != self.steps:
             raise GenotypeError(f"{where}: {len(cell.nodes)} nodes, the space has {self.steps} intermediate nodes")
-        allowed = {self.ops[i] for i in self.selectable_ops}
         live = set(range(self.num_input_nodes))
         for dst, node in zip(self.nodes, cell.nodes):
             for op, src in node:
-                if op not in allowed:
-                    raise GenotypeError(f"{where}, node {dst}: op {op!r} is not one of {sorted(allowed)}")
                 if not 0 <= src < dst:
                     raise GenotypeError(f"{where}, node {dst}: input {src} must be an earlier node (0..{dst - 1})")
+                edge = self.edge_index(src, dst)
+                offered = self.edge_ops(cell_type, edge)
+                allowed = {offered[k] for k in self.edge_selectable(cell_type, edge)}
+                if op not in allowed:
+                    on_edge = "" if self.per_edge_ops is None else f" (the ops of edge {edge}, {src}→{dst})"
+                    raise GenotypeError(f"{where}, node {dst}: op {op!r} is not one of {sorted(allowed)}{on_edge}")
                 if src not in live:
                     raise GenotypeError(
                         f"{where}, node {dst}: input {src} is a node without inputs; drop this edge too")
@@ -189,26 +219,30 @@ class SearchSpace(ABC):
         among selectable ops, keep the top ``in_degree`` (ties: lower edge index first), and
         give each kept edge its best selectable op (ties: lower op index).  Kept edges are
         listed in rank order, as DARTS writes them.  Without one (NAS-Bench-201): every edge
-        takes its best op, ``none`` included.
+        takes its best op, ``none`` included.  Column ``k`` of edge ``e`` names the op
+        ``edge_ops(cell_type, e)[k]``, whatever the space's global op list.
         """
         cells = {}
-        selectable = torch.tensor(self.selectable_ops)
         for cell_type in self.cell_types:
             table = scores[cell_type].detach().to("cpu", torch.float64)
-            if tuple(table.shape) != (self.num_edges, len(self.ops)):
+            if tuple(table.shape) != (self.num_edges, self.num_ops):
                 raise GenotypeError(
                     f"scores for the {cell_type} cell have shape {tuple(table.shape)}, "
-                    f"expected {(self.num_edges, len(self.ops))}")
-            masked = table[:, selectable]
-            best_value, best_pos = _first_max(masked)
+                    f"expected {(self.num_edges, self.num_ops)}")
+            best_value, best_op = [], []
+            for edge in self.edges:
+                selectable = self.edge_selectable(cell_type, edge.index)
+                value, pos = _first_max(table[edge.index, list(selectable)][None])
+                best_value.append(value.item())
+                best_op.append(self.edge_ops(cell_type, edge.index)[selectable[int(pos)]])
             nodes = []
             for dst in self.nodes:
                 incoming = self.edges_into(dst)
                 if self.in_degree is None:
                     kept = list(incoming)
                 else:
-                    kept = sorted(incoming, key=lambda e: -best_value[e.index].item())[: self.in_degree]
-                nodes.append([(self.ops[int(selectable[best_pos[e.index]])], e.src) for e in kept])
+                    kept = sorted(incoming, key=lambda e: -best_value[e.index])[: self.in_degree]
+                nodes.append([(best_op[e.index], e.src) for e in kept])
             cells[cell_type] = CellGenotype.of(nodes, self.default_concat)
         return Genotype(cells)
 
@@ -245,6 +279,30 @@ class SearchSpace(ABC):
         self.ops = tuple(ops)
         self.steps = steps
 
+    def set_per_edge_ops(self, table: Mapping[str, Sequence[Sequence[str]]], known_ops: Iterable[str]) -> None:
+        """Give each edge its own ops: ``table[cell type][edge]``, distinct names among ``known_ops``, the same number
+        on every edge; ``ops`` becomes every op used, in the order of ``known_ops``.  Call after :meth:`set_structure`
+        (the table must have a row per edge), or get a :class:`GenotypeError`."""
+        known = list(known_ops)
+        if set(table) != set(self.cell_types):
+            raise GenotypeError(f"{self.name} space: per-edge ops for cell types {sorted(table)}, "
+                                f"expected {sorted(self.cell_types)}")
+        rows = {cell_type: tuple(tuple(ops) for ops in table[cell_type]) for cell_type in self.cell_types}
+        widths = {len(ops) for cell in rows.values() for ops in cell}
+        for cell_type, cell in rows.items():
+            if len(cell) != self.num_edges:
+                raise GenotypeError(f"{self.name} space: {len(cell)} per-edge op sets for the {cell_type} cell, "
+                                    f"which has {self.num_edges} edges")
+            bad = [ops for ops in cell if not ops or len(set(ops)) != len(ops) or any(op not in known for op in ops)]
+            if bad:
+                raise GenotypeError(f"{self.name} space: per-edge ops must be distinct names from {known}; "
+                                    f"got {list(bad[0])}")
+        if len(widths) != 1:
+            raise GenotypeError(f"{self.name} space: every edge needs the same number of ops, got {sorted(widths)}")
+        used = {op for cell in rows.values() for ops in cell for op in ops}
+        self.ops = tuple(op for op in known if op in used)
+        self.per_edge_ops = rows
+
     @abstractmethod
     def variant(self, *args: Any, **structure: Any) -> SearchSpace:
         """The same space with another structure (e.g. ``ops=...``, ``steps=...``)."""
@@ -262,13 +320,18 @@ class SearchSpace(ABC):
         """``build_supernet`` arguments that produce a module matching a foreign checkpoint."""
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name}: {len(self.ops)} ops, {self.steps} nodes>"
+        per_edge = "" if self.per_edge_ops is None else f" per edge (of {len(self.ops)})"
+        return f"<{type(self).__name__} {self.name}: {self.num_ops} ops{per_edge}, {self.steps} nodes>"
 
 
 def space_layout(space: SearchSpace) -> dict[str, Any]:
-    """What a reader of the record needs to label its [E, O] tables: cell types, ops, input nodes, edges (src, dst)."""
-    return {"name": space.name, "cell_types": list(space.cell_types), "ops": list(space.ops),
-            "num_input_nodes": space.num_input_nodes, "edges": [[edge.src, edge.dst] for edge in space.edges]}
+    """What a reader of the record needs to label its [E, O] tables: cell types, ops, input nodes, edges (src, dst),
+    and, for spaces with per-edge op sets, ``edge_ops`` (cell type -> one op list per edge)."""
+    layout = {"name": space.name, "cell_types": list(space.cell_types), "ops": list(space.ops),
+              "num_input_nodes": space.num_input_nodes, "edges": [[edge.src, edge.dst] for edge in space.edges]}
+    if space.per_edge_ops is not None:
+        layout["edge_ops"] = {cell_type: [list(ops) for ops in rows] for cell_type, rows in space.per_edge_ops.items()}
+    return layout
 
 
 def _first_max(table: Tensor) -> tuple[Tensor, Tensor]:

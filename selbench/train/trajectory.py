@@ -25,16 +25,22 @@ class EdgeLayout:
     ops: tuple[str, ...]
     edges: tuple[tuple[int, int], ...]  # (src, dst) per edge index
     num_input_nodes: int
+    edge_ops: Mapping[str, tuple[tuple[str, ...], ...]] | None = None  # per cell type and edge, where edges differ
 
     @classmethod
     def from_dict(cls, layout: Mapping[str, Any]) -> EdgeLayout:
+        edge_ops = layout.get("edge_ops")
         return cls(tuple(layout["cell_types"]), tuple(layout["ops"]), tuple((s, d) for s, d in layout["edges"]),
-                   int(layout["num_input_nodes"]))
+                   int(layout["num_input_nodes"]),
+                   None if edge_ops is None else {c: tuple(map(tuple, rows)) for c, rows in edge_ops.items()})
 
     @property
     def real_ops(self) -> list[int]:
-        """Indices of the ops other than ``none``."""
-        return [k for k, op in enumerate(self.ops) if op != NONE_OP]
+        """Column indices where no edge has ``none``."""
+        if self.edge_ops is None:
+            return [k for k, op in enumerate(self.ops) if op != NONE_OP]
+        rows = [ops for cell in self.edge_ops.values() for ops in cell]
+        return [k for k in range(len(rows[0])) if all(ops[k] != NONE_OP for ops in rows)]
 
     def group(self, name: str) -> list[int]:
         """Edge indices of a group: ``input`` (source is an input node) or ``intermediate``."""
