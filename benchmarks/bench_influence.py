@@ -5,15 +5,20 @@ same seed, the demo recipe's options for the selector, one validation batch and 
 ``neumann`` and ``cg`` with their default ``iterations``.  ``extra_info`` holds the counters (HVPs, the
 part of them spent inside Ĥ_θθ⁻¹, batches of each split) next to the options, so seconds per HVP
 compare across variants; ``perturbation``'s cost is in the ``selection`` group (bench_selectors.py).
+``test_supernet_step`` times one search step's gradient work (forward, loss, backward into θ and α)
+on one training batch of the same supernet, in the same group: the unit the README converts HVP
+counts into supernet epochs with.
 """
 from __future__ import annotations
 
 import pytest
+import torch.nn.functional as F
 
 import selbench
 from selbench.plugins.influential_magnitude import INFLUENCES, NAME
 
 ROUNDS = 2
+STEP_ROUNDS = 10
 
 
 @pytest.mark.benchmark(group="influence")
@@ -27,3 +32,16 @@ def test_influence_selection(benchmark, trained, timed, bench_device, influence)
     selection = benchmark.pedantic(timed(run), rounds=ROUNDS, iterations=1, warmup_rounds=0)
     assert selection.genotype is not None, selection
     benchmark.extra_info.update(counters=dict(selection.counters), options=options)
+
+
+@pytest.mark.benchmark(group="influence")
+def test_supernet_step(benchmark, trained, timed):
+    images, labels = next(iter(trained.data.batches("train")))
+    supernet = trained.supernet.train()
+
+    def step() -> None:
+        supernet.zero_grad(set_to_none=True)
+        F.cross_entropy(supernet(images), labels).backward()
+
+    benchmark.pedantic(timed(step), rounds=STEP_ROUNDS, iterations=1, warmup_rounds=1)
+    benchmark.extra_info.update(batch=len(labels))
