@@ -311,8 +311,10 @@ def test_killed_anywhere_the_restarted_run_ends_as_an_uninterrupted_one(micro, t
 def test_sigint_ends_the_run_with_one_line_and_exit_130(micro, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     runs = tmp_path / "runs"
+    # as in a terminal: a test run started in the background inherits an ignored SIGINT, and Python keeps it so
     worker = subprocess.Popen(selbench_command(*grid_argv(micro, runs)), env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+                              stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not list(runs.glob(f"supernet/*/{ATTEMPTS}")) and time.time() < deadline:
         time.sleep(0.05)
