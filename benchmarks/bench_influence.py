@@ -12,7 +12,7 @@ counts into supernet epochs with.
 from __future__ import annotations
 
 import pytest
-import torch.nn.functional as F
+from bench_supernet import supernet_step
 
 import selbench
 from selbench.plugins.influential_magnitude import INFLUENCES, NAME
@@ -37,11 +37,6 @@ def test_influence_selection(benchmark, trained, timed, bench_device, influence)
 @pytest.mark.benchmark(group="influence")
 def test_supernet_step(benchmark, trained, timed):
     images, labels = next(iter(trained.data.batches("train")))
-    supernet = trained.supernet.train()
-
-    def step() -> None:
-        supernet.zero_grad(set_to_none=True)
-        F.cross_entropy(supernet(images), labels).backward()
-
-    benchmark.pedantic(timed(step), rounds=STEP_ROUNDS, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(timed(supernet_step), (trained.supernet.train(), images, labels), rounds=STEP_ROUNDS,
+                       iterations=1, warmup_rounds=1)
     benchmark.extra_info.update(batch=len(labels))

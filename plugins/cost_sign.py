@@ -75,28 +75,29 @@ SPLITS = ("train", "valid")
 
 
 # -- the cost ----------------------------------------------------------------------------------
-ColumnOps = Sequence[str] | Mapping[str, Sequence[Sequence[str]]]
+NoneCells = Mapping[str, Sequence[tuple[slice | int, int]]]
 
 
-def column_ops(space: SearchSpace) -> ColumnOps:
-    """What the columns of the space's [E, O] tables name: its ops, or per cell type each edge's own ops."""
-    return space.ops if space.per_edge_ops is None else space.per_edge_ops
-
-
-def _none_cells(ops: ColumnOps, cell_type: str) -> list[tuple[slice | int, int]]:
-    """Where ``none`` sits in a cell type's table: whole columns (``ops`` for every edge) or single cells."""
-    if not isinstance(ops, Mapping):
-        return [(slice(None), k) for k, op in enumerate(ops) if op == NONE_OP]
-    return [(edge, k) for edge, edge_ops in enumerate(ops[cell_type]) for k, op in enumerate(edge_ops) if op == NONE_OP]
+def none_cells(space: SearchSpace) -> dict[str, list[tuple[slice | int, int]]]:
+    """Where ``none`` sits in each cell type's [E, O] table, found once per run: a whole column where every edge
+    has it there (one fill per step), else one (edge, column) entry per edge that offers it."""
+    cells: dict[str, list[tuple[slice | int, int]]] = {}
+    for cell_type in space.cell_types:
+        rows = [space.edge_ops(cell_type, edge.index) for edge in space.edges]
+        if all(ops == rows[0] for ops in rows):
+            cells[cell_type] = [(slice(None), k) for k, op in enumerate(rows[0]) if op == NONE_OP]
+        else:
+            cells[cell_type] = [(e, k) for e, ops in enumerate(rows) for k, op in enumerate(ops) if op == NONE_OP]
+    return cells
 
 
 def cost_from_gradients(weights: Mapping[str, Tensor], grads: Mapping[str, Tensor],
-                        ops: ColumnOps) -> dict[str, Tensor]:
-    """C = (∂L/∂m) ⊙ m per cell type, for one step; exactly 0 where ``ops`` (:func:`column_ops`) names ``none``."""
+                        zeroed: NoneCells) -> dict[str, Tensor]:
+    """C = (∂L/∂m) ⊙ m per cell type, for one step; exactly 0 at ``none``'s places (:func:`none_cells`)."""
     costs = {}
     for cell_type, weight in weights.items():
         cost = grads[cell_type].detach() * weight.detach()
-        for where in _none_cells(ops, cell_type):  # plain fills: no index tensor to copy to the device every step
+        for where in zeroed[cell_type]:  # plain fills: no index tensor to copy to the device every step
             cost[where] = 0.0
         costs[cell_type] = cost
     return costs
@@ -116,7 +117,7 @@ def op_costs(supernet: nn.Module, batches: Iterable[Batch],
     point.update({cell_type: w.detach() for cell_type, w in (weights or {}).items()})
     point = {cell_type: w.clone().requires_grad_(True) for cell_type, w in point.items()}
     cell_types = list(point)
-    ops = column_ops(net.space)
+    zeroed = none_cells(net.space)
     total: dict[str, Tensor] | None = None
     count = 0
     for images, labels in batches:
@@ -124,7 +125,7 @@ def op_costs(supernet: nn.Module, batches: Iterable[Batch],
         found = torch.autograd.grad(loss, [point[c] for c in cell_types], allow_unused=True)
         # a cell type the loss does not use has no gradient: zero
         grads = {c: torch.zeros_like(point[c]) if g is None else g for c, g in zip(cell_types, found)}
-        cost = cost_from_gradients(point, grads, ops)
+        cost = cost_from_gradients(point, grads, zeroed)
         total = cost if total is None else {c: total[c] + cost[c] for c in cell_types}
         count += 1
     if total is None:
@@ -149,6 +150,7 @@ def sampled_op_costs(supernet: nn.Module, batches: Iterable[Batch], *, uniform: 
     net = cast(Supernet, supernet)
     probs = {c: torch.ones_like(a) if uniform else F.softmax(a.detach(), dim=-1) for c, a in net.alphas.items()}
     cell_types = list(probs)
+    zeroed = none_cells(net.space)
     sums: dict[str, Tensor] | None = None
     counts: dict[str, Tensor] | None = None
     for images, labels in batches:
@@ -165,7 +167,7 @@ def sampled_op_costs(supernet: nn.Module, batches: Iterable[Batch], *, uniform: 
             logits = supernet(images, z)
         found = torch.autograd.grad(F.cross_entropy(logits, labels), [z[c] for c in cell_types], allow_unused=True)
         grads = {c: torch.zeros_like(z[c]) if g is None else g for c, g in zip(cell_types, found)}
-        cost = cost_from_gradients(z, grads, column_ops(net.space))
+        cost = cost_from_gradients(z, grads, zeroed)
         hits = {c: z[c].detach() for c in cell_types}
         sums = cost if sums is None else {c: sums[c] + cost[c] for c in cell_types}
         counts = hits if counts is None else {c: counts[c] + hits[c] for c in cell_types}
@@ -178,7 +180,7 @@ class EpochCosts:
     """One epoch of the cost observer: per split, the sums of per-step costs and weights, and the number of steps."""
 
     def __init__(self, space: SearchSpace):
-        self.ops = column_ops(space)
+        self.zeroed = none_cells(space)
         self.sums: dict[str, dict[str, Tensor]] = {}
         self.samples: dict[str, dict[str, Tensor]] = {}
         self.one_hot: dict[str, Tensor] = {}  # per split: whether every step's weights were one-hot samples
@@ -187,7 +189,7 @@ class EpochCosts:
     def step(self, split: str, weights: Mapping[str, Tensor], grads: Mapping[str, Tensor] | None) -> None:
         if grads is None:  # the observer sets needs_gradients, so the training loop always passes them
             raise SelbenchError("cost-sign: the training loop passed no gradients ∂L/∂m to the cost observer")
-        cost = cost_from_gradients(weights, grads, self.ops)
+        cost = cost_from_gradients(weights, grads, self.zeroed)
         sums = self.sums.setdefault(split, {})
         samples = self.samples.setdefault(split, {})
         for cell_type, value in cost.items():

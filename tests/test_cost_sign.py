@@ -24,6 +24,7 @@ from selbench import (
 )
 from selbench.plugins.cost_sign import (
     cost_from_gradients,
+    none_cells,
     op_costs,
     top2_selection,
     wiring_selection,
@@ -129,7 +130,8 @@ def test_none_cost_is_zero_because_its_gradient_is_and_is_forced_to_zero():
     # and forced: a non-finite gradient (0 · inf upstream) cannot leak into it
     weights = {"normal": torch.full((2, 3), 0.5)}
     grads = {"normal": torch.tensor([[float("nan"), -1.0, 2.0], [float("inf"), 3.0, -4.0]])}
-    cost = cost_from_gradients(weights, grads, (NONE, "skip_connect", "sep_conv_3x3"))["normal"]
+    two_edges = selbench.get_space("darts").variant(ops=(NONE, "skip_connect", "sep_conv_3x3"), steps=1)
+    cost = cost_from_gradients(weights, grads, none_cells(two_edges))["normal"]
     assert torch.equal(cost, torch.tensor([[0.0, -0.5, 1.0], [0.0, 1.5, -2.0]]))
 
 

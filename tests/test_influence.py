@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
+from test_influential_magnitude import CPU, FOUR_OPS, as_double
 
 import selbench
 from conftest import tiny_data, tiny_supernet
@@ -21,14 +22,6 @@ from selbench.plugins.influence import (
 from selbench.plugins.influential_magnitude import NAME, batch_loss, flatten_tables, removal_directions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-FOUR_OPS = (NONE_OP, "max_pool_3x3", "skip_connect", "sep_conv_3x3")
-CPU = torch.device("cpu")
-
-
-def as_double(data: TensorData) -> TensorData:
-    return TensorData(batch_size=data.batch_size, **{split: (images.double(), labels)
-                                                     for split, (images, labels) in data.splits.items()})
 
 
 def problem(C: int = 2, layers: int = 3, seed: int = 0, split: str = "valid"):

@@ -25,11 +25,14 @@ def pyplot() -> Any:
 def plot_trajectories(run: TrainingRun, quantity: ObservedQuantity, trajectories: Sequence[Trajectories],
                       out: Path) -> Path:
     """Draw :func:`trajectories_figure` into the PNG ``out``."""
-    plt = pyplot()
-    figure = trajectories_figure(run, quantity, trajectories)
+    return _save(trajectories_figure(run, quantity, trajectories), out)
+
+
+def _save(figure: Any, out: Path) -> Path:
+    """Write ``figure`` as the PNG ``out`` (its folder made) and free it."""
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=110)
-    plt.close(figure)
+    pyplot().close(figure)
     return out
 
 
@@ -104,7 +107,4 @@ def plot_edge_counts(run: TrainingRun, quantity: ObservedQuantity, counts: Seque
     axes[0][0].set_ylabel(f"edges with {quantity.name} < 0")
     figure.suptitle(f"{run.title}: edges whose {quantity.label} is below zero (kept)")
     figure.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+    return _save(figure, out)
