@@ -50,12 +50,17 @@ The fast implementation tells a supernet that offers ``active_ops`` (see
 decisions: decided edges compute only their op, removed edges nothing, and the op under
 test is skipped; measurements and fine-tuning go unchanged otherwise, so the decisions are
 those of ``implementation=reference``, which computes every op as DARTS-PT does.
+``implementation=batched`` (the default) goes further: the candidates of one decision (an edge's ops, or a
+node's inputs in one round) are measured together, one vectorised pass per batch with the
+mixing weights stacked (:meth:`selbench.SelectionContext.evaluate_each`); each candidate
+still gets its own fresh augmented pass, drawn in the sequential order, and its own
+BatchNorm statistics, so the scores are those of one pass each up to float rounding.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Callable, ContextManager, Mapping, Protocol, cast
+from typing import Any, Callable, ContextManager, Mapping, NamedTuple, Protocol, Sequence, cast
 
 import numpy as np
 import torch
@@ -75,6 +80,18 @@ from selbench import (
 log = logging.getLogger(__name__)
 
 ActiveOps = tuple[tuple[int, ...], ...]
+
+
+class Removal(NamedTuple):
+    """What one measurement takes out: op ``op`` of ``edge`` in ``cell_type``, the whole edge when ``op`` is None,
+    nothing when ``edge`` is None."""
+
+    cell_type: str | None
+    edge: int | None
+    op: int | None = None
+
+
+UNPERTURBED = Removal(None, None)
 
 
 class OffersActiveOps(Protocol):
@@ -100,8 +117,11 @@ OPTIONS = {
                         "edge, not in DARTS-PT) so that scores are drops relative to it"),
     "proj_intv": Option(5, "fine-tuning epochs between decision events; 0 = no fine-tuning", minimum=0),
     "tune_alphas": Option(True, "keep training α while fine-tuning (false: frozen α, DARTS-PT's variant)"),
-    "implementation": Option("fast", "fast: skip ops whose weight is zero, on supernets that offer active_ops; "
-                             "reference: compute every op (same decisions, for benchmarks)", ("fast", "reference")),
+    "implementation": Option("batched", "batched: the candidates of one decision measured together in one "
+                             "vectorised pass (torch.func.vmap), ops of zero weight skipped on supernets that offer "
+                             "active_ops; fast: as batched, one pass per candidate (for supernets vmap cannot "
+                             "vectorise); reference: every op computed, one pass per candidate (same decisions, for "
+                             "benchmarks)", ("batched", "fast", "reference")),
 }
 
 
@@ -157,7 +177,8 @@ class PerturbationSelector:
         self.options = ctx.options
         self.space: SearchSpace = ctx.space
         self.supernet = ctx.supernet
-        self.fast = self.options["implementation"] == "fast" and hasattr(self.supernet, "active_ops")
+        self.fast = self.options["implementation"] in ("fast", "batched") and hasattr(self.supernet, "active_ops")
+        self.batched = self.options["implementation"] == "batched"
         self.cells = {cell_type: CellProjection(self.space.num_edges, self.space.num_ops, ctx.device)
                       for cell_type in self.space.cell_types}
         self.scores = {cell_type: torch.zeros(self.space.num_edges, self.space.num_ops)
@@ -184,8 +205,11 @@ class PerturbationSelector:
         """Fix the next edge to the op whose removal lowers the supernet's quality most."""
         cell = self.cells[cell_type]
         edge = self._pick(cell.undecided())
-        base = self.measure() if self.options["base_pass"] else None
-        quality = {op: self.measure(cell_type, edge, op) for op in self.space.edge_selectable(cell_type, edge)}
+        ops = list(self.space.edge_selectable(cell_type, edge))
+        removals = [Removal(cell_type, edge, op) for op in ops]
+        measured = self.measure([UNPERTURBED, *removals] if self.options["base_pass"] else removals)
+        base = measured.pop(0) if self.options["base_pass"] else None
+        quality = dict(zip(ops, measured))
         chosen = min(quality, key=quality.__getitem__)  # first minimum: lower op index on ties
         for op, value in quality.items():
             self.scores[cell_type][edge, op] = base - value if base is not None else self._badness(value)
@@ -210,7 +234,7 @@ class PerturbationSelector:
         cumulative = self.options["edge_greedy"] == "cumulative"
         dropped_here: list[int] = []
         while len(inputs) > in_degree:
-            quality = {edge: self.measure(cell_type, edge) for edge in inputs}
+            quality = dict(zip(inputs, self.measure([Removal(cell_type, edge) for edge in inputs])))
             best = max(quality.values())
             tied = [edge for edge in inputs if quality[edge] == best]
             dropped = tied[0] if cumulative else tied[-1]
@@ -224,27 +248,44 @@ class PerturbationSelector:
         for edge in dropped_here:
             cell.remove_edge(edge)
 
-    def measure(self, cell_type: str | None = None, edge: int | None = None, op: int | None = None) -> float:
-        """Quality (accuracy, or negative loss) of the projected supernet, with op ``op`` of ``edge``
-        in ``cell_type`` removed, or the whole edge when ``op`` is None, or nothing when ``edge`` is None."""
+    def measure(self, removals: Sequence[Removal]) -> list[float]:
+        """Quality (accuracy, or negative loss) of the projected supernet under each of ``removals``.
+
+        With ``implementation=batched`` the removals are measured together in one vectorised
+        pass (:meth:`selbench.SelectionContext.evaluate_each`, the same numbers as one pass each).
+        """
+        settings = dict(limit=self.options["valid_batches"] or None, bn=self.options["bn"],
+                        augmented=self.augmented)
+        if self.batched:
+            with self._computing(self._active()):  # every candidate's active ops are among these
+                results = self.ctx.evaluate_each([self._removed(removal)[0] for removal in removals], **settings)
+        else:
+            results = []
+            for removal in removals:
+                weights, active = self._removed(removal)
+                with self._computing(active):
+                    results.append(self.ctx.evaluate(weights, **settings))
+        self.ctx.count("supernet_evaluations", len(removals))
+        return [accuracy if self.options["crit"] == "acc" else -loss for accuracy, loss in results]
+
+    def _removed(self, removal: Removal) -> tuple[dict[str, Tensor], dict[str, ActiveOps]]:
+        """The mixing weights and computed ops of the projected supernet without ``removal``."""
         weights = self._weights(detach=True)
         active = self._active()
-        if edge is not None:
-            assert cell_type is not None, "an edge is measured in its cell type"
-            weights[cell_type] = weights[cell_type].clone()
-            ops = list(active[cell_type])
-            if op is None:
-                weights[cell_type][edge] = 0.0
-                ops[edge] = ()
-            else:
-                weights[cell_type][edge, op] = 0.0
-                ops[edge] = tuple(k for k in ops[edge] if k != op)
-            active[cell_type] = tuple(ops)
-        limit = self.options["valid_batches"] or None
-        with self._computing(active):
-            accuracy, loss = self.ctx.evaluate(weights, limit=limit, bn=self.options["bn"], augmented=self.augmented)
-        self.ctx.count("supernet_evaluations")
-        return accuracy if self.options["crit"] == "acc" else -loss
+        if removal.edge is None:
+            return weights, active
+        cell_type, edge, op = removal
+        assert cell_type is not None, "an edge is measured in its cell type"
+        weights[cell_type] = weights[cell_type].clone()
+        ops = list(active[cell_type])
+        if op is None:
+            weights[cell_type][edge] = 0.0
+            ops[edge] = ()
+        else:
+            weights[cell_type][edge, op] = 0.0
+            ops[edge] = tuple(k for k in ops[edge] if k != op)
+        active[cell_type] = tuple(ops)
+        return weights, active
 
     # -- fine-tuning -----------------------------------------------------------------------
     def finetune(self) -> None:

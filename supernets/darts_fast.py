@@ -94,9 +94,18 @@ def pointwise(conv: nn.Conv2d, x: Tensor) -> Tensor:
     Channels-last data is already a [pixels, channels] matrix, and oneDNN's matrix product (forward
     and backward) beats its 1×1 convolution on DARTS's sizes; the result is the same sum.
     """
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+    if is_channels_last(x):
         return F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1)).permute(0, 3, 1, 2)
     return conv(x)
+
+
+def is_channels_last(x: Tensor) -> bool:
+    """Whether the 4-D ``x`` is dense channels-last (and not also contiguous, as 1×1 maps are).
+
+    Read off the strides: ``torch.func.vmap`` answers ``is_contiguous`` only for the default format.
+    """
+    batch, channels, height, width = x.shape
+    return channels > 1 and x.stride() == (height * width * channels, 1, width * channels, channels)
 
 
 # nn.Sequential types its layers as nn.Module; the casts below name the layers the ops are built from.

@@ -18,15 +18,11 @@ import pytest
 import torch
 
 import selbench
+from selbench.data import loading
+from selbench.data.augment import crop_and_flip, cutout, normalize
 from selbench.data.datasets import fashion_mnist
 from selbench.data.datasets.cifar import CIFAR10, CIFAR100
-from selbench.data.loading import (
-    SPLITS,
-    crop_and_flip,
-    cutout,
-    load_data,
-    split_indices,
-)
+from selbench.data.loading import SPLITS, load_data, split_indices
 
 FASHION_FILES = fashion_mnist.FILES
 
@@ -452,6 +448,25 @@ def test_crop_and_flip_takes_one_padded_window_per_image():
     assert 0.2 < np.mean([flipped for _, _, flipped in choices]) < 0.8
     unchanged = crop_and_flip(images, padding=0, flip=False, generator=generator)
     assert torch.equal(unchanged, images)
+
+
+def test_each_split_is_normalised_once_and_augmented_batches_are_crops_of_the_normalised_images(monkeypatch):
+    calls = []
+    monkeypatch.setattr(loading, "normalize", lambda *args: calls.append(1) or normalize(*args))
+    data = load_data({"dataset": "digits", "subset": 96, "batch_size": 32, "crop_padding": 2, "flip": True}, seed=0)
+    assert len(calls) == 2  # the training images (padded) and the test images, when loaded
+    raw = selbench.get_dataset("digits").load(None)
+    for split in ("train", "valid", "train_full"):
+        generator = torch.Generator().manual_seed(4)
+        replay = torch.Generator().manual_seed(4)
+        order = data._indices[split][torch.randperm(data.split_size(split), generator=replay)]
+        for start, (images, labels) in zip(range(0, len(order), 32), data.augmented_batches(split, generator)):
+            chosen = order[start:start + 32]
+            cropped = crop_and_flip(raw.train_images[chosen], padding=2, flip=True, generator=replay)
+            torch.testing.assert_close(images, normalize(cropped, data._mean, data._std), rtol=0, atol=0)
+            assert torch.equal(labels, raw.train_labels[chosen])
+    list(data.batches("valid")), list(data.batches("test"))
+    assert len(calls) == 2
 
 
 def test_cutout_zeroes_one_clipped_square_per_image():

@@ -247,6 +247,54 @@ def test_fast_and_reference_implementations_decide_alike():
         torch.testing.assert_close(fast.scores[cell_type], reference.scores[cell_type], rtol=0, atol=0)
 
 
+BATCHED_CASES = {
+    "augmented-acc": dict(),
+    "fixed-loss-base-pass": dict(measure_data="fixed", crit="loss", base_pass=True),
+    "augmented-cumulative-eval-bn": dict(edge_greedy="cumulative", bn="eval", valid_batches=1),
+}
+
+
+@pytest.mark.parametrize("case", list(BATCHED_CASES))
+def test_batched_measurements_decide_and_score_as_one_pass_each(case):
+    """Every decision's candidates in one vectorised pass: the genotype, the scores and the trace of one pass each."""
+    supernet = tiny_supernet(layers=3, steps=3, ops=DARTS_PT_OPS[:4], C=2)
+    data = TensorData(**tiny_data().splits, batch_size=16, crop_padding=1, flip=True)
+    fit(supernet, data, epochs=2, lr=0.05)
+    runs = {impl: selbench.select(supernet, "perturbation", data=data, seed=3, proj_intv=1, implementation=impl,
+                                  **BATCHED_CASES[case]) for impl in ("fast", "batched")}
+    assert runs["batched"].genotype == runs["fast"].genotype
+    for cell_type in runs["fast"].scores:
+        torch.testing.assert_close(runs["batched"].scores[cell_type], runs["fast"].scores[cell_type],
+                                   rtol=0, atol=1e-5)
+    assert runs["batched"].counters == runs["fast"].counters
+
+
+def test_batched_measurements_on_a_space_without_topology_step():
+    supernet = tiny_nb201_supernet(C=2)
+    data = tiny_data()
+    fit(supernet, data, epochs=2, lr=0.05)
+    fast, batched = (selbench.select(supernet, "perturbation", data=data, seed=1, proj_intv=0, implementation=impl)
+                     for impl in ("fast", "batched"))
+    assert batched.genotype == fast.genotype
+    torch.testing.assert_close(batched.scores["cell"], fast.scores["cell"], rtol=0, atol=1e-5)
+
+
+def test_a_supernet_vmap_cannot_vectorise_is_one_clear_error():
+    supernet = tiny_supernet(layers=1, steps=2, C=2)
+
+    class ReadsItsWeights(type(supernet)):
+        def forward(self, x, weights=None, active=None):
+            if weights is not None and float(weights["normal"].sum()) < 0:  # a host read: not vmappable
+                raise AssertionError("unreachable")
+            return super().forward(x, weights, active)
+
+    supernet.__class__ = ReadsItsWeights
+    with pytest.raises(selbench.SelbenchError, match="cannot be vectorised .* implementation=fast"):
+        selbench.select(supernet, "perturbation", data=tiny_data(), proj_intv=0, valid_batches=1)
+    assert selbench.select(supernet, "perturbation", data=tiny_data(), proj_intv=0, valid_batches=1,
+                           implementation="fast").genotype is not None
+
+
 def random_active(space: selbench.SearchSpace, generator: torch.Generator) -> dict[str, list[tuple[int, ...]]]:
     """Per edge a random subset of ops (empty ones included); the first node's edges all empty in one cell."""
     active = {}

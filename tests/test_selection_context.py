@@ -115,3 +115,25 @@ def test_augmented_measurements_need_data_that_can_augment():
     ctx = context(tiny_supernet(), Plain())
     with pytest.raises(selbench.SelbenchError, match="cannot serve .* no augmented_batches"):
         ctx.evaluate(augmented=True)
+
+
+@pytest.mark.parametrize("augmented", [True, False])
+@pytest.mark.parametrize("bn", ["train", "eval"])
+def test_evaluate_each_equals_evaluate_in_turn(augmented, bn):
+    """One vectorised pass per batch gives each candidate its own numbers (own batches, own BatchNorm statistics)
+    and leaves the random stream where one evaluation per candidate leaves it."""
+    plain = tiny_data(n=40, batch_size=16)
+    data = TensorData(**plain.splits, batch_size=16, crop_padding=1, flip=True)
+    supernet = tiny_supernet(C=2, layers=3, steps=2)
+    generator = torch.Generator().manual_seed(0)
+    candidates = [{cell_type: F.softmax(3 * torch.randn(alpha.shape, generator=generator), dim=-1)
+                   for cell_type, alpha in supernet.alphas.items()} for _ in range(3)]
+    one_by_one, together = (context(supernet, data, seed=5) for _ in range(2))
+    expected = [one_by_one.evaluate(weights, bn=bn, augmented=augmented, limit=2) for weights in candidates]
+    measured = together.evaluate_each(candidates, bn=bn, augmented=augmented, limit=2)
+    torch.testing.assert_close(torch.tensor(measured), torch.tensor(expected), rtol=0, atol=1e-5)
+    assert len({round(loss, 4) for _, loss in expected}) == len(candidates)  # the candidates differ
+    assert together.counters == one_by_one.counters
+    after = [labels_and_images(ctx.batches("valid", augmented=True)) for ctx in (one_by_one, together)]
+    assert all(torch.equal(a, b) for a, b in zip(*after))
+    assert together.evaluate_each([]) == []

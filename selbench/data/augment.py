@@ -7,14 +7,22 @@ from torch import Tensor
 
 
 def crop_and_flip(images: Tensor, *, padding: int, flip: bool, generator: torch.Generator) -> Tensor:
-    """Random crop after zero padding, and random horizontal flip, with one offset per image.
-
-    Both are one gather: output pixel (i, j) of image b reads padded pixel
-    (oy_b + i, ox_b + j), or (oy_b + i, ox_b + W − 1 − j) when b is flipped.
-    """
-    batch, channels, height, width = images.shape
-    device = images.device
+    """Random crop after zero padding, and random horizontal flip, with one offset per image."""
     padded = F.pad(images, (padding, padding, padding, padding)) if padding else images
+    return random_crops(padded, torch.arange(len(images), device=images.device), padding=padding, flip=flip,
+                        generator=generator)
+
+
+def random_crops(padded: Tensor, chosen: Tensor, *, padding: int, flip: bool, generator: torch.Generator) -> Tensor:
+    """Images ``chosen`` of the ``padding``-padded set ``padded``, each cropped at a random offset and
+    (with ``flip``) mirrored with probability 1/2.
+
+    One gather straight from the padded set: output pixel (i, j) of image b reads padded pixel
+    (oy_b + i, ox_b + j) of image ``chosen[b]``, or (oy_b + i, ox_b + W − 1 − j) when b is flipped.
+    """
+    channels = padded.shape[1]
+    height, width = padded.shape[2] - 2 * padding, padded.shape[3] - 2 * padding
+    batch, device = len(chosen), padded.device
     offset_y = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=device)
     offset_x = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=device)
     columns = torch.arange(width, device=device).expand(batch, width)
@@ -23,8 +31,7 @@ def crop_and_flip(images: Tensor, *, padding: int, flip: bool, generator: torch.
         columns = torch.where(flipped[:, None], width - 1 - columns, columns)
     rows = offset_y[:, None] + torch.arange(height, device=device)
     columns = offset_x[:, None] + columns
-    return padded[torch.arange(batch, device=device)[:, None, None, None],
-                  torch.arange(channels, device=device)[None, :, None, None],
+    return padded[chosen[:, None, None, None], torch.arange(channels, device=device)[None, :, None, None],
                   rows[:, None, :, None], columns[:, None, None, :]]
 
 

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from selbench.core.errors import SelbenchError
 from selbench.core.sections import check_section
 from selbench.core.tensors import Batch
-from selbench.data.augment import crop_and_flip, cutout, normalize
+from selbench.data.augment import cutout, normalize, random_crops
 from selbench.data.dataset import ImageSet
 from selbench.plugin.lookup import get_dataset
 
@@ -59,6 +60,9 @@ class SearchData:
       what a discrete network is retrained on;
     * ``"test"``: the test set, fixed order, not augmented — for final scores only.
 
+    Each split is normalised once, on the device, when loaded (the training images zero-padded
+    first, so that a random crop reads straight from them); serving a batch is a gather, plus
+    crop, flip and cutout where augmented, never a normalisation.
     Shuffles and augmentation draw from one generator on the device, seeded from the run's
     seed; ``state_dict()``/``load_state_dict()`` save and restore it so a resumed run sees
     the same batches as an uninterrupted one.
@@ -75,15 +79,20 @@ class SearchData:
         self.num_classes = images.num_classes
         self.in_channels = images.train_images.shape[1]
         self.image_size = tuple(images.train_images.shape[2:])
-        self._train_images = images.train_images.to(device)
+        mean, std = _mean_std(images)
+        self._mean, self._std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (mean, std))
+        # normalised once, on the device; zero padding is added before (a padded pixel is a black one, as
+        # torchvision pads the PIL image) so that crops read straight from the padded set
+        pad = (crop_padding,) * 4
+        self._train_padded = normalize(F.pad(images.train_images.to(device), pad), self._mean, self._std)
+        height, width = self.image_size
+        self._train_images = self._train_padded[:, :, crop_padding:crop_padding + height,
+                                                crop_padding:crop_padding + width]
         self._train_labels = images.train_labels.to(device)
-        self._test_images = images.test_images.to(device)
+        self._test_images = normalize(images.test_images.to(device), self._mean, self._std)
         self._test_labels = images.test_labels.to(device)
         self._indices = {"train": theta.to(device), "valid": alpha.to(device),
                          "train_full": torch.cat([theta, alpha]).to(device)}
-        mean, std = _mean_std(images)
-        self._mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-        self._std = torch.tensor(std, device=device).view(1, -1, 1, 1)
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def split_size(self, split: str) -> int:
@@ -110,7 +119,7 @@ class SearchData:
         for start in range(0, count, self.batch_size):
             stop = start + self.batch_size
             chosen = slice(start, stop) if indices is None else indices[start:stop]
-            yield normalize(images[chosen], self._mean, self._std), labels[chosen]
+            yield images[chosen], labels[chosen]
 
     def augmented_batches(self, split: str, generator: torch.Generator) -> Iterator[Batch]:
         """A pass over ``"train"``, ``"valid"`` or ``"train_full"`` as training sees it: reshuffled and
@@ -127,10 +136,11 @@ class SearchData:
         order = indices[torch.randperm(len(indices), generator=generator, device=self.device)]
         for start in range(0, len(order), self.batch_size):
             chosen = order[start:start + self.batch_size]
-            images = self._train_images[chosen]
             if self.crop_padding or self.flip:
-                images = crop_and_flip(images, padding=self.crop_padding, flip=self.flip, generator=generator)
-            images = normalize(images, self._mean, self._std)
+                images = random_crops(self._train_padded, chosen, padding=self.crop_padding, flip=self.flip,
+                                      generator=generator)
+            else:
+                images = self._train_images[chosen]
             if self.cutout:
                 images = cutout(images, self.cutout, generator=generator)
             yield images, self._train_labels[chosen]

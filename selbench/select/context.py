@@ -11,6 +11,7 @@ from typing import (
     Iterator,
     Mapping,
     Protocol,
+    Sequence,
     cast,
     runtime_checkable,
 )
@@ -23,6 +24,7 @@ from selbench.core.errors import SelbenchError
 from selbench.core.space import SearchSpace, Supernet
 from selbench.core.tensors import Batch
 from selbench.data.augment import crop_and_flip
+from selbench.select.candidates import StackedBatch, evaluate_candidates
 from selbench.train.loop import SEARCH_DEFAULTS, evaluate_supernet, search_epoch
 
 BN_MODES = ("train", "eval")
@@ -180,6 +182,39 @@ class SelectionContext:
                                         batch_statistics=bn == "train")
         accuracy, loss = torch.stack([metrics["accuracy"].to(metrics["loss"].dtype), metrics["loss"]]).tolist()
         return accuracy, loss
+
+    @torch.no_grad()
+    def evaluate_each(self, candidates: Sequence[Mapping[str, Tensor]], *, split: str = "valid",
+                      limit: int | None = None, bn: str = "train",
+                      augmented: bool = False) -> list[tuple[float, float]]:
+        """:meth:`evaluate` for each of several mixing weights, measured together in one vectorised pass.
+
+        The result equals ``[self.evaluate(w, ...) for w in candidates]`` up to float rounding:
+        with ``augmented``, candidate k gets the k-th of K fresh passes, drawn in that order
+        from the same generator (so the random stream afterwards is the same too); otherwise
+        all share the one fixed pass.  BatchNorm statistics are per candidate (see
+        :mod:`selbench.select.candidates`).  The supernet must be vmappable by ``torch.func``
+        (selbench's built-in supernets are).  Memory: K× a forward pass, and with
+        ``augmented`` the K passes' batches are held on the device at once.
+        """
+        if not candidates:
+            return []
+        if augmented:
+            passes = [list(self.batches(split, limit, augmented=True)) for _ in candidates]
+            batches: Iterable[StackedBatch] = (
+                (torch.stack([images for images, _ in step]), torch.stack([labels for _, labels in step]), True)
+                for step in zip(*passes))
+        else:
+            batches = ((images, labels, False) for images, labels in self.batches(split, limit))
+
+        def counted() -> Iterator[StackedBatch]:
+            for batch in batches:
+                self.count("forward_passes", len(candidates))
+                yield batch
+
+        with batchnorm_mode(self.supernet, bn):
+            accuracy, loss = evaluate_candidates(self.supernet, candidates, counted())
+        return [(acc, mean_loss) for acc, mean_loss in torch.stack([accuracy.to(loss.dtype), loss], dim=1).tolist()]
 
     def finetune(self, epochs: int, *, weights: Callable[[], Mapping[str, Tensor]] | None = None,
                  train_alphas: bool = True, augmented_valid: bool = False, **settings: float) -> None:
