@@ -119,9 +119,8 @@ OPTIONS = {
     "tune_alphas": Option(True, "keep training α while fine-tuning (false: frozen α, DARTS-PT's variant)"),
     "implementation": Option("batched", "batched: the candidates of one decision measured together in one "
                              "vectorised pass (torch.func.vmap), ops of zero weight skipped on supernets that offer "
-                             "active_ops; fast: as batched, one pass per candidate (for supernets vmap cannot "
-                             "vectorise); reference: every op computed, one pass per candidate (same decisions, for "
-                             "benchmarks)", ("batched", "fast", "reference")),
+                             "active_ops; fast: as batched, one pass per candidate; reference: every op computed, "
+                             "one pass per candidate (same decisions, for benchmarks)", ("batched", "fast", "reference")),
 }
 
 

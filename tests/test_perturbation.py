@@ -279,7 +279,7 @@ def test_batched_measurements_on_a_space_without_topology_step():
     torch.testing.assert_close(batched.scores["cell"], fast.scores["cell"], rtol=0, atol=1e-5)
 
 
-def test_a_supernet_vmap_cannot_vectorise_is_one_clear_error():
+def test_a_supernet_vmap_cannot_vectorise_is_measured_one_candidate_at_a_time(caplog):
     supernet = tiny_supernet(layers=1, steps=2, C=2)
 
     class ReadsItsWeights(type(supernet)):
@@ -289,10 +289,15 @@ def test_a_supernet_vmap_cannot_vectorise_is_one_clear_error():
             return super().forward(x, weights, active)
 
     supernet.__class__ = ReadsItsWeights
-    with pytest.raises(selbench.SelbenchError, match="cannot be vectorised .* implementation=fast"):
-        selbench.select(supernet, "perturbation", data=tiny_data(), proj_intv=0, valid_batches=1)
-    assert selbench.select(supernet, "perturbation", data=tiny_data(), proj_intv=0, valid_batches=1,
-                           implementation="fast").genotype is not None
+    data = TensorData(**tiny_data().splits, batch_size=16, crop_padding=1)
+    with caplog.at_level(logging.WARNING, logger="selbench.select.context"):
+        batched = selbench.select(supernet, "perturbation", data=data, proj_intv=1, valid_batches=1)
+    warnings = [r for r in caplog.records if "cannot be vectorised" in r.getMessage()]
+    assert len(warnings) == 1, "one warning per selection, then one candidate at a time"
+    fast = selbench.select(supernet, "perturbation", data=data, proj_intv=1, valid_batches=1, implementation="fast")
+    assert batched.genotype == fast.genotype
+    for cell_type in fast.scores:
+        torch.testing.assert_close(batched.scores[cell_type], fast.scores[cell_type], rtol=0, atol=1e-6)
 
 
 def random_active(space: selbench.SearchSpace, generator: torch.Generator) -> dict[str, list[tuple[int, ...]]]:

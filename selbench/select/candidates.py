@@ -10,7 +10,7 @@ the vmapped dimension out of the statistics).  Running statistics must not chang
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,9 +18,9 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from selbench.core.errors import SelbenchError
+from selbench.core.tensors import Batch
 
 Candidate = Mapping[str, Tensor]
-StackedBatch = tuple[Tensor, Tensor, bool]  # images, labels, whether they carry a leading candidate dimension
 
 
 def stack_candidates(candidates: Sequence[Candidate]) -> dict[str, Tensor]:
@@ -31,14 +31,18 @@ def stack_candidates(candidates: Sequence[Candidate]) -> dict[str, Tensor]:
     return {cell_type: torch.stack([candidate[cell_type] for candidate in candidates]) for cell_type in cell_types}
 
 
-def evaluate_candidates(supernet: nn.Module, candidates: Sequence[Candidate],
-                        batches: Iterable[StackedBatch]) -> tuple[Tensor, Tensor]:
+class NotVectorisable(Exception):
+    """``torch.func.vmap`` cannot vectorise the supernet's forward (e.g. it branches on tensor values)."""
+
+
+def evaluate_candidates(supernet: nn.Module, candidates: Sequence[Candidate], passes: Sequence[Sequence[Batch]],
+                        *, shared: bool) -> tuple[Tensor, Tensor]:
     """Accuracy and mean loss ``[K]`` (device tensors) of ``supernet`` under each of the K ``candidates``.
 
-    ``batches`` yields ``(images, labels, per_candidate)``: with ``per_candidate`` the tensors
-    are ``[K, B, ...]`` / ``[K, B]``, candidate k measured on its own images; without, one
-    ``[B, ...]`` batch all candidates share (whatever does not depend on the weights, e.g. the
-    stem, is then computed once).  The supernet's mode (BatchNorm) is the caller's to set.
+    ``passes[k]`` holds candidate k's batches (all passes as long as one another); ``shared``:
+    every pass is the same one, so the candidates share each batch and whatever does not
+    depend on the weights (e.g. the stem) is computed once.  The supernet's mode (BatchNorm)
+    is the caller's to set.  Raises :class:`NotVectorisable` when vmap cannot run the forward.
     """
     stacked = stack_candidates(candidates)
     count = len(candidates)
@@ -49,17 +53,18 @@ def evaluate_candidates(supernet: nn.Module, candidates: Sequence[Candidate],
     def logits_of(images: Tensor, weights: Mapping[str, Tensor]) -> Tensor:
         return supernet(images, weights)
 
-    for images, labels, per_candidate in batches:
+    for step in zip(*passes):
+        if shared:
+            images, labels = step[0]
+        else:
+            images, labels = torch.stack([x for x, _ in step]), torch.stack([y for _, y in step])
         try:
-            logits = vmap(logits_of, in_dims=(0 if per_candidate else None, 0))(images, stacked)
+            logits = vmap(logits_of, in_dims=(None if shared else 0, 0))(images, stacked)
         except torch.OutOfMemoryError:
             raise
         except RuntimeError as exc:
-            reason = str(exc).strip().splitlines()[0]
-            raise SelbenchError(f"{type(supernet).__name__} cannot be vectorised over mixing weights by "
-                                f"torch.func.vmap ({reason}); measure one candidate at a time instead "
-                                "(e.g. the perturbation selector's implementation=fast)") from exc
-        labels = labels if per_candidate else labels.expand(count, -1)
+            raise NotVectorisable(str(exc).strip().splitlines()[0]) from exc
+        labels = labels.expand(count, -1) if shared else labels
         losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(count, -1)
         loss_sum = loss_sum + losses.sum(1).to(loss_sum.dtype)
         correct = correct + (logits.argmax(-1) == labels).sum(1)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 from collections import Counter
 from typing import (
@@ -24,10 +25,12 @@ from selbench.core.errors import SelbenchError
 from selbench.core.space import SearchSpace, Supernet
 from selbench.core.tensors import Batch
 from selbench.data.augment import crop_and_flip
-from selbench.select.candidates import StackedBatch, evaluate_candidates
+from selbench.select.candidates import NotVectorisable, evaluate_candidates
 from selbench.train.loop import SEARCH_DEFAULTS, evaluate_supernet, search_epoch
 
 BN_MODES = ("train", "eval")
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -116,6 +119,7 @@ class SelectionContext:
         self._w_optimizer: torch.optim.Optimizer | None = None
         self._a_optimizer: torch.optim.Optimizer | None = None
         self._augment_generator: torch.Generator | None = None
+        self._vectorise = True  # until torch.func.vmap fails on this supernet (see evaluate_each)
 
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to the counter ``name`` (forward passes, HVPs, ...) kept in the selection's record."""
@@ -193,27 +197,30 @@ class SelectionContext:
         with ``augmented``, candidate k gets the k-th of K fresh passes, drawn in that order
         from the same generator (so the random stream afterwards is the same too); otherwise
         all share the one fixed pass.  BatchNorm statistics are per candidate (see
-        :mod:`selbench.select.candidates`).  The supernet must be vmappable by ``torch.func``
-        (selbench's built-in supernets are).  Memory: K× a forward pass, and with
-        ``augmented`` the K passes' batches are held on the device at once.
+        :mod:`selbench.select.candidates`).  A supernet that ``torch.func.vmap`` cannot run is
+        measured one candidate at a time on the same batches instead (one warning per
+        context).  Memory: the K passes' batches at once, and K× a forward pass.
         """
         if not candidates:
             return []
         if augmented:
             passes = [list(self.batches(split, limit, augmented=True)) for _ in candidates]
-            batches: Iterable[StackedBatch] = (
-                (torch.stack([images for images, _ in step]), torch.stack([labels for _, labels in step]), True)
-                for step in zip(*passes))
         else:
-            batches = ((images, labels, False) for images, labels in self.batches(split, limit))
-
-        def counted() -> Iterator[StackedBatch]:
-            for batch in batches:
-                self.count("forward_passes", len(candidates))
-                yield batch
-
+            passes = [list(self.batches(split, limit))] * len(candidates)
+        self.count("forward_passes", len(candidates) * len(passes[0]))
         with batchnorm_mode(self.supernet, bn):
-            accuracy, loss = evaluate_candidates(self.supernet, candidates, counted())
+            if self._vectorise:
+                try:
+                    accuracy, loss = evaluate_candidates(self.supernet, candidates, passes, shared=not augmented)
+                except NotVectorisable as exc:
+                    log.warning("%s cannot be vectorised over mixing weights by torch.func.vmap (%s); measuring "
+                                "one candidate at a time", type(self.supernet).__name__, exc)
+                    self._vectorise = False
+            if not self._vectorise:
+                metrics = [evaluate_supernet(self.supernet, batches, lambda w=weights: w,
+                                             batch_statistics=bn == "train")
+                           for weights, batches in zip(candidates, passes)]
+                accuracy, loss = (torch.stack([m[key] for m in metrics]) for key in ("accuracy", "loss"))
         return [(acc, mean_loss) for acc, mean_loss in torch.stack([accuracy.to(loss.dtype), loss], dim=1).tolist()]
 
     def finetune(self, epochs: int, *, weights: Callable[[], Mapping[str, Tensor]] | None = None,
