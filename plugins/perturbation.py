@@ -120,7 +120,8 @@ OPTIONS = {
     "implementation": Option("batched", "batched: the candidates of one decision measured together in one "
                              "vectorised pass (torch.func.vmap), ops of zero weight skipped on supernets that offer "
                              "active_ops; fast: as batched, one pass per candidate; reference: every op computed, "
-                             "one pass per candidate (same decisions, for benchmarks)", ("batched", "fast", "reference")),
+                             "one pass per candidate (same decisions, for benchmarks)",
+                             ("batched", "fast", "reference")),
 }
 
 
