@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 import torch
@@ -38,12 +39,17 @@ def _on(batches, device):
     return ((images.to(device), labels.to(device)) for images, labels in batches)
 
 
-def _retrain(device: str, use_graphs: bool) -> torch.nn.Module:
+def nb201_network(device: str = "cpu", **sgd: Any) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """A small NAS-Bench-201 cell network for 8×8 single-channel images, seeded, and its SGD."""
     torch.manual_seed(0)
     network = selbench.get_space("nb201").build_network(
         selbench.Genotype.parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|nor_conv_1x1~1|"
                                 "avg_pool_3x3~2|"), C=4, N=1, num_classes=10, in_channels=1).to(device)
-    optimizer = torch.optim.SGD(network.parameters(), lr=0.05, momentum=0.9, weight_decay=3e-4)
+    return network, torch.optim.SGD(network.parameters(), **{"lr": 0.05, "momentum": 0.9, "weight_decay": 3e-4, **sgd})
+
+
+def _retrain(device: str, use_graphs: bool) -> torch.nn.Module:
+    network, optimizer = nb201_network(device)
     data = tiny_data(n=44, batch_size=8)  # 5 full batches and a smaller last one
     for _ in range(2):
         train_epoch(network, _on(data.batches("train"), device), optimizer, auxiliary_weight=0.4, grad_clip=5.0,
