@@ -119,8 +119,8 @@ def main() -> None:
     print(f"genotype (all): {first.genotype}")
     reference = timings["reference"]
     for name, timing in timings.items():
-        print(f"{name}: wall {timing.wall:.2f} s ({reference.wall / timing.wall:.2f}x less than reference), "
-              f"process CPU {timing.cpu:.2f} s ({reference.cpu / timing.cpu:.2f}x)")
+        print(f"{name}: wall {timing.wall:.2f} s, process CPU {timing.cpu:.2f} s; reference / {name}: "
+              f"{reference.wall / timing.wall:.2f}x wall, {reference.cpu / timing.cpu:.2f}x CPU")
 
 
 if __name__ == "__main__":
