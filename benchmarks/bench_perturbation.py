@@ -9,11 +9,16 @@ whole validation split, α tuned, 5 fine-tuning epochs between events) on a smal
 small splits, so that it runs on a CPU.
 
     python benchmarks/bench_perturbation.py [--C 4] [--layers 3] [--proj-intv 5] [--repeats 1]
+
+Every value of the selector's ``implementation`` option is timed (read from the installed
+selector), and all must give the same genotype.
 """
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -44,7 +49,7 @@ def pretrained_supernet(args: argparse.Namespace, data: TensorData, device: torc
     return supernet
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--C", type=int, default=4)
     parser.add_argument("--layers", type=int, default=3)
@@ -59,42 +64,66 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 gives steadier timings)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    return parser.parse_args(argv)
 
+
+def implementations() -> tuple[str, ...]:
+    """The values of the selector's ``implementation`` option, as installed."""
+    choices = selbench.get_selector("perturbation").options["implementation"].choices
+    assert choices is not None
+    return tuple(choices)
+
+
+@dataclass
+class Timing:
+    """The fastest of the repeated selections of one implementation."""
+
+    wall: float  # Selection.seconds: the selector's wall time, CUDA-synchronised by the harness
+    cpu: float  # process CPU time
+    genotype: selbench.Genotype
+    counters: dict
+
+
+def time_selections(args: argparse.Namespace, device: torch.device) -> dict[str, Timing]:
+    """A pretrained supernet selected by each implementation in turn, ``args.repeats`` times; same genotype asserted."""
     generator = torch.Generator().manual_seed(args.seed)
     train = planted_images(args.images, num_classes=args.classes, size=args.size, generator=generator)
     valid = planted_images(args.images, num_classes=args.classes, size=args.size, generator=generator)
     data = TensorData(train=tuple(t.to(device) for t in train), valid=tuple(t.to(device) for t in valid),
                       batch_size=args.batch_size)
     supernet = pretrained_supernet(args, data, device)
-
-    implementations = selbench.get_selector("perturbation").options["implementation"].choices
-    wall: dict[str, float] = {}
-    cpu: dict[str, float] = {}
-    genotypes: dict[str, selbench.Genotype] = {}
+    timings: dict[str, Timing] = {}
     for _ in range(args.repeats):
-        for implementation in implementations:
+        for implementation in implementations():
             cpu_start = time.process_time()
             selection = selbench.select(supernet, "perturbation", data=data, seed=args.seed, device=device,
                                         proj_intv=args.proj_intv, implementation=implementation)
-            # Selection.seconds: the selector's wall time, CUDA-synchronised by the harness
-            wall[implementation] = min(wall.get(implementation, float("inf")), selection.seconds)
-            cpu[implementation] = min(cpu.get(implementation, float("inf")), time.process_time() - cpu_start)
-            if genotypes.setdefault(implementation, selection.genotype) != selection.genotype:
+            timing = Timing(selection.seconds, time.process_time() - cpu_start, selection.genotype,
+                            dict(selection.counters))
+            best = timings.setdefault(implementation, timing)
+            if best.genotype != timing.genotype:
                 raise AssertionError(f"{implementation}: another genotype on a repeat")
-            counters = dict(selection.counters)
+            best.wall, best.cpu = min(best.wall, timing.wall), min(best.cpu, timing.cpu)
+    genotypes = {name: timing.genotype for name, timing in timings.items()}
     assert len(set(map(str, genotypes.values()))) == 1, genotypes
+    return timings
 
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    timings = time_selections(args, device)
+    first = timings[implementations()[0]]
     print(f"device {device}, threads {torch.get_num_threads()}, C={args.C}, layers={args.layers}, "
           f"{args.images} images per split in batches of {args.batch_size}, proj_intv={args.proj_intv}")
-    print(f"counters: {counters}")
-    print(f"genotype (all): {genotypes['reference']}")
-    for name, seconds in (("wall", wall), ("process CPU", cpu)):
-        times = ", ".join(f"{impl} {seconds[impl]:.2f} s ({seconds['reference'] / seconds[impl]:.2f}x)"
-                          for impl in implementations)
-        print(f"{name}: {times}; the ratios are reference / implementation")
+    print(f"counters: {first.counters}")
+    print(f"genotype (all): {first.genotype}")
+    reference = timings["reference"]
+    for name, timing in timings.items():
+        print(f"{name}: wall {timing.wall:.2f} s, process CPU {timing.cpu:.2f} s; reference / {name}: "
+              f"{reference.wall / timing.wall:.2f}x wall, {reference.cpu / timing.cpu:.2f}x CPU")
+
 
 if __name__ == "__main__":
     main()

@@ -51,12 +51,12 @@ def synthetic_data(size: dict, batches: int, device: torch.device) -> SearchData
 
 
 class SearchRun:
-    """A supernet, its two optimisers and data, ready to take θ steps in one search mode."""
+    """A supernet, its two optimisers and data, ready to take θ steps in one search mode (``graphs``: CUDA graphs)."""
 
     def __init__(self, size: dict, mode: str, device: torch.device, memory_format: torch.memory_format,
-                 batches: int = 3):
+                 batches: int = 3, graphs: bool = False):
         torch.manual_seed(0)
-        self.size, self.mode, self.device = size, mode, device
+        self.size, self.mode, self.device, self.graphs = size, mode, device, graphs
         self.supernet = selbench.get_space("darts").build_supernet(
             C=size["C"], layers=size["layers"], num_classes=size["classes"], in_channels=size["channels"])
         self.supernet.to(device, memory_format=memory_format)
@@ -72,7 +72,7 @@ class SearchRun:
         """``count`` θ steps (at most ``batches``), with the mode's α steps, synchronised at the end."""
         search_epoch(self.supernet, itertools.islice(self.data.batches("train"), count),
                      lambda: self.data.batches("valid"), w_optimizer=self.w_optimizer, a_optimizer=self.a_optimizer,
-                     mode=self.mode, arch_step=self.arch_step)
+                     mode=self.mode, arch_step=self.arch_step, graphs=self.graphs)
         synchronize(self.device)
 
     def images_per_second(self, count: int) -> float:

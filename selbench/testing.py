@@ -25,15 +25,24 @@ Fixtures, after one line in the plugin's ``tests/conftest.py``::
 - ``selbench_plugins``: isolates selbench's process-wide plugin host for one test, and loads
   plugin modules that are not installed: ``selbench_plugins(("my-plugin", my_module))``.
 
+``no_host_sync()`` is a context manager that fails a test on any host synchronisation: on
+every device it raises :class:`HostSyncError` where a tensor's value is read on the host
+(``.item()``, ``float(t)``, ``bool(t)``, ``.tolist()``, ``.numpy()``, ``.cpu()``) or an op's
+output shape depends on tensor values (``nonzero``, ``masked_select``, boolean-mask indexing,
+``unique``), and on CUDA it also sets ``torch.cuda.set_sync_debug_mode("error")``.
+
 The kit needs pytest (imported here for the fixtures); ``import selbench`` does not import it.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Mapping, cast
+import contextlib
+from typing import Any, Callable, Iterable, Iterator, Mapping, cast
 
 import pytest
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from selbench import (
     GenotypeError,
@@ -161,6 +170,60 @@ def run_selector(selector: str | Selector, *, space: str = "darts", seed: int = 
     run = select(supernet, selector, data=data, seed=seed, **options)
     check_selection(run, cast(Supernet, supernet).space, allow_failure=allow_failure)
     return run
+
+
+class HostSyncError(AssertionError):
+    """A host synchronisation inside :func:`no_host_sync`."""
+
+
+# ops whose result the host must wait for: a value read back, or an output shape that depends on values
+_SYNCING_OPS = {torch.ops.aten._local_scalar_dense, torch.ops.aten.nonzero, torch.ops.aten.masked_select,
+                torch.ops.aten._unique2, torch.ops.aten.unique_dim, torch.ops.aten.unique_consecutive}
+_INDEXING_OPS = {torch.ops.aten.index, torch.ops.aten.index_put, torch.ops.aten.index_put_}
+_HOST_COPIES = {Tensor.cpu, Tensor.tolist, Tensor.numpy}
+
+
+class _SyncingOps(TorchDispatchMode):
+    def __init__(self, host_tensors: Callable[[], Iterable[Tensor]]) -> None:
+        super().__init__()
+        self.host_tensors = host_tensors
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        packet = func.overloadpacket
+        if packet in _SYNCING_OPS and not (packet is torch.ops.aten._local_scalar_dense
+                                            and any(args[0] is t for t in self.host_tensors())):
+            raise HostSyncError(f"host sync: {func} (a tensor's value read on the host, or a value-dependent shape)")
+        if packet in _INDEXING_OPS and any(isinstance(index, Tensor) and index.dtype in (torch.bool, torch.uint8)
+                                           for index in args[1] or ()):
+            raise HostSyncError(f"host sync: {func} with a boolean mask (its output shape depends on the values)")
+        return func(*args, **(kwargs or {}))
+
+
+class _HostCopies(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _HOST_COPIES:
+            raise HostSyncError(f"host sync: Tensor.{func.__name__}() copies a tensor to the host")
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def no_host_sync(host_tensors: Callable[[], Iterable[Tensor]] = tuple) -> Iterator[None]:
+    """Raise :class:`HostSyncError` at the first host synchronisation inside the block (see the module docstring).
+
+    ``host_tensors()`` names tensors that live on the host by design and may be read, e.g. the
+    step counters of a non-capturable Adam (which PyTorch keeps on the CPU even for CUDA
+    parameters): ``lambda: [s["step"] for s in optimizer.state.values()]``.
+    """
+    cuda = torch.cuda.is_available()
+    previous = torch.cuda.get_sync_debug_mode() if cuda else 0
+    if cuda:
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        with _HostCopies(), _SyncingOps(host_tensors):
+            yield
+    finally:
+        if cuda:
+            torch.cuda.set_sync_debug_mode(previous)
 
 
 # -- pytest fixtures (enabled with pytest_plugins = ["selbench.testing"]) -------------------------------------------

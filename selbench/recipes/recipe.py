@@ -6,8 +6,8 @@ A recipe has a ``description`` and four sections:
   ``build_supernet`` (DARTS: ``C``, ``layers``, ``steps``, ``ops``, ...); the class count and
   input channels come from the dataset;
 * ``[data]``: see :data:`selbench.data.DATA_DEFAULTS` and :data:`selbench.data.DATA_OPTIONAL_DEFAULTS`;
-* ``[search]``: see :data:`selbench.search.SEARCH_DEFAULTS` and, for the stochastic modes,
-  :data:`selbench.train.sampling.SAMPLING_DEFAULTS`;
+* ``[search]``: see :data:`selbench.search.SEARCH_DEFAULTS`, for the stochastic modes
+  :data:`selbench.train.sampling.SAMPLING_DEFAULTS`, and ``graphs`` (:mod:`selbench.train.graphs`);
 * ``[retrain]``: the discrete network and its training from scratch.  The network keys are
   the keyword arguments of the space's ``build_network`` (DARTS: ``C``, ``layers``,
   ``auxiliary``, ...; NAS-Bench-201: ``C``, ``N``); the training keys,
@@ -45,6 +45,7 @@ from selbench.core.errors import SelbenchError
 from selbench.core.sections import check_section, parse_text_like, typed_like
 from selbench.data.loading import DATA_DEFAULTS, DATA_OPTIONAL_DEFAULTS, check_data_section
 from selbench.plugin.lookup import get_space
+from selbench.train.graphs import GRAPHS_DEFAULTS, check_graphs
 from selbench.train.loop import SEARCH_DEFAULTS, SEARCH_MODES
 from selbench.train.sampling import SAMPLING_DEFAULTS, check_sampling
 
@@ -69,6 +70,7 @@ RETRAIN_TRAINING_DEFAULTS: dict[str, Any] = {
 # its default, so recipes that leave it out keep their config hash and run-store keys.
 RETRAIN_OPTIONAL_DEFAULTS: dict[str, Any] = {
     "nesterov": False,  # Nesterov momentum (NAS-Bench-201's protocol)
+    **GRAPHS_DEFAULTS,  # "on": CUDA graphs of the training steps (selbench.train.graphs)
 }
 
 _SET_BY_DATA = ("num_classes", "in_channels")
@@ -202,9 +204,11 @@ def _check_supernet(section: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 
 def _check_search(section: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """The merged ``[search]``; the stochastic modes' keys (:data:`SAMPLING_DEFAULTS`) only where not at default."""
-    merged = check_section(section, {**SEARCH_DEFAULTS, **SAMPLING_DEFAULTS}, "search", where)
+    """The merged ``[search]``; the optional keys (:data:`SAMPLING_DEFAULTS`, ``graphs``) only where not at default."""
+    optional = {**SAMPLING_DEFAULTS, **GRAPHS_DEFAULTS}
+    merged = check_section(section, {**SEARCH_DEFAULTS, **optional}, "search", where)
     check_sampling(merged, where)
+    check_graphs(merged, f"{where}: search.graphs")
     if merged["mode"] not in SEARCH_MODES:
         raise SelbenchError(f"{where}: search.mode {merged['mode']!r} is not one of {', '.join(SEARCH_MODES)}")
     _check_ranges(merged, "search", where, non_negative=("epochs", "lr_min", "momentum", "weight_decay",
@@ -213,7 +217,7 @@ def _check_search(section: Mapping[str, Any], where: str) -> dict[str, Any]:
     for beta in ("arch_beta1", "arch_beta2"):
         if not 0 <= merged[beta] < 1:
             raise SelbenchError(f"{where}: search.{beta} must be in [0, 1), got {merged[beta]}")
-    return {k: v for k, v in merged.items() if k in SEARCH_DEFAULTS or v != SAMPLING_DEFAULTS[k]}
+    return {k: v for k, v in merged.items() if k in SEARCH_DEFAULTS or v != optional[k]}
 
 
 def _build_network_parameters(space_name: Any, where: str) -> dict[str, inspect.Parameter] | None:
@@ -264,6 +268,7 @@ def _check_retrain(section: Mapping[str, Any], space_name: Any, where: str) -> d
             value = typed_like(default, section[key], f"{where}: retrain.{key}")
             if value != default:
                 training[key] = value
+    check_graphs(training, f"{where}: retrain.graphs")
     return {**network, **training}
 
 
@@ -383,7 +388,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         example = _retrain_example(raw.get("supernet", {}).get("space", DEFAULT_SPACE), key, where)
     else:
         defaults = {"data": {**DATA_DEFAULTS, **DATA_OPTIONAL_DEFAULTS},
-                    "search": {**SEARCH_DEFAULTS, **SAMPLING_DEFAULTS}}[section]
+                    "search": {**SEARCH_DEFAULTS, **SAMPLING_DEFAULTS, **GRAPHS_DEFAULTS}}[section]
         if key not in defaults:
             raise SelbenchError(f"{where}: unknown key {section}.{key}; valid keys in [{section}]: "
                                 f"{', '.join(defaults)}")

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from selbench.core.errors import SelbenchError
 from selbench.core.files import atomic_torch_save
@@ -30,6 +30,7 @@ from selbench.recipes.recipe import Recipe
 from selbench.retrain.identity import retrain_identity
 from selbench.retrain.macs import count_macs, count_parameters
 from selbench.train.checkpoint import read_checkpoint
+from selbench.train.graphs import GraphedStep
 
 STATE_FILE = "retrain_state.pt"
 STATE_FORMAT = "selbench-retrain-state"
@@ -55,13 +56,15 @@ def make_optimizer(network: nn.Module, settings: Mapping[str, Any]) -> torch.opt
 
 
 def train_epoch(network: nn.Module, batches, optimizer: torch.optim.Optimizer, *, auxiliary_weight: float,
-                grad_clip: float) -> None:
+                grad_clip: float, graphs: bool = False) -> None:
     """One pass of DARTS's evaluation training: L = CE(logits) + w_aux · CE(aux logits).
 
-    The gradient norm is clipped to ``grad_clip``; 0 means no clipping.
+    The gradient norm is clipped to ``grad_clip``; 0 means no clipping.  ``graphs``: replay
+    each full batch's step from a CUDA graph (:mod:`selbench.train.graphs`; eager off CUDA).
     """
     network.train()
-    for images, labels in batches:
+
+    def step(images: Tensor, labels: Tensor) -> tuple[Tensor]:
         optimizer.zero_grad(set_to_none=True)
         logits, logits_aux = network(images)
         loss = F.cross_entropy(logits, labels)
@@ -71,6 +74,11 @@ def train_epoch(network: nn.Module, batches, optimizer: torch.optim.Optimizer, *
         if grad_clip > 0:
             nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
         optimizer.step()
+        return (loss.detach(),)
+
+    run = GraphedStep(step, optimizers=[optimizer], enabled=graphs, where="retrain.graphs")
+    for images, labels in batches:
+        run(images, labels)
 
 
 @torch.no_grad()
@@ -117,7 +125,8 @@ def retrain(genotype: Genotype, recipe: Recipe, *, seed: int, device: str | torc
         if hasattr(network, "drop_path_prob"):
             network.drop_path_prob = settings["drop_path_prob"] * epoch / epochs
         train_epoch(network, data.batches("train" if holdout else "train_full"), optimizer,
-                    auxiliary_weight=settings["auxiliary_weight"], grad_clip=settings["grad_clip"])
+                    auxiliary_weight=settings["auxiliary_weight"], grad_clip=settings["grad_clip"],
+                    graphs=settings["graphs"] == "on")
         scheduler.step()
         atomic_torch_save({"format": STATE_FORMAT, "identity": identity, "epoch": epoch + 1,
                            "seconds": seconds_before + time.perf_counter() - start,

@@ -108,7 +108,7 @@ def train_supernet(recipe: Recipe, *, seed: int, device: str | torch.device = "c
             w_optimizer=w_optimizer, a_optimizer=a_optimizer, mode=mode, arch_step=arch_step,
             grad_clip=search["grad_clip"], on_step=on_step, observer=observer,
             sampler=sampler_for(mode, sampling, epoch) if mode in STOCHASTIC_MODES else None,
-            arch_grad_clip=sampling["arch_grad_clip"])
+            arch_grad_clip=sampling["arch_grad_clip"], graphs=search.get("graphs") == "on")
         valid_metrics = evaluate_supernet(supernet, data.batches("valid")) if has_valid else None
         scheduler.step()
         history.append(_epoch_record(epoch, lr, train_metrics, valid_metrics, supernet, watching.end_epoch(),

@@ -31,6 +31,7 @@ from torch.func import functional_call
 from selbench.core.errors import SelbenchError
 from selbench.core.space import Supernet
 from selbench.core.tensors import Batch
+from selbench.train.graphs import GraphedStep
 from selbench.train.sampling import SAMPLING_DEFAULTS, STOCHASTIC_MODES, ArchSampler
 
 SEARCH_MODES = ("single-level", "bilevel-1st", "bilevel-2nd", "frozen-alpha", *STOCHASTIC_MODES)
@@ -234,8 +235,8 @@ def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[]
                  w_optimizer: torch.optim.Optimizer, mode: str, a_optimizer: torch.optim.Optimizer | None = None,
                  arch_step: ArchStep | None = None, weights_fn: WeightsFn | None = None, grad_clip: float = 5.0,
                  on_step: Callable[[], None] | None = None, observer: StepObserver | None = None,
-                 sampler: ArchSampler | None = None,
-                 arch_grad_clip: float = SAMPLING_DEFAULTS["arch_grad_clip"]) -> dict[str, Tensor]:
+                 sampler: ArchSampler | None = None, arch_grad_clip: float = SAMPLING_DEFAULTS["arch_grad_clip"],
+                 graphs: bool = False) -> dict[str, Tensor]:
     """One pass over ``train``; returns device tensors ``loss`` and ``accuracy`` (means over the epoch).
 
     Bi-level modes pair each training batch with the next validation batch; ``valid()``
@@ -246,6 +247,9 @@ def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[]
     step is built here.
     Stochastic modes draw each step's Z with ``sampler`` (default: the mode's reference
     settings) and clip α's gradient norm to ``arch_grad_clip`` (0 = off).
+    ``graphs``: replay each full batch's step (α step included) from a CUDA graph
+    (:mod:`selbench.train.graphs`) in the modes single-level, bilevel-1st and frozen-alpha
+    without an observer or custom mixing weights; elsewhere, and off CUDA, the steps run eagerly.
     """
     _no_custom_weights(observer, weights_fn)
     if mode not in SEARCH_MODES:
@@ -277,13 +281,10 @@ def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[]
         for w in weights:
             if w.grad is None:
                 w.grad = torch.zeros_like(w)
-    loss_sum = torch.zeros(())
-    correct = torch.zeros(())
-    seen = 0
-    for images, labels in train:
-        if valid_batches is not None and arch_step is not None:  # the bi-level modes
-            valid_images, valid_labels = next(valid_batches)
-            arch_step(images, labels, valid_images, valid_labels)
+
+    def step(images: Tensor, labels: Tensor, *valid_batch: Tensor) -> tuple[Tensor, Tensor]:
+        if arch_step is not None and valid_batch:  # the bi-level modes
+            arch_step(images, labels, *valid_batch)
         w_optimizer.zero_grad(set_to_none=not keep_zero_grads)
         if single_level_optimizer is not None:
             single_level_optimizer.zero_grad(set_to_none=True)
@@ -301,14 +302,36 @@ def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[]
         w_optimizer.step()
         if single_level_optimizer is not None:
             single_level_optimizer.step()
+        return loss.detach(), logits.detach()
+
+    optimizers = [w_optimizer, *([a_optimizer] if a_optimizer is not None else [])]
+    run = GraphedStep(step, optimizers=optimizers, enabled=graphs, where="search.graphs",
+                      eager_reason=_eager_reason(mode, observer, weights_fn))
+    loss_sum = torch.zeros(())
+    correct = torch.zeros(())
+    seen = 0
+    for images, labels in train:
+        valid_batch = next(valid_batches) if valid_batches is not None and arch_step is not None else ()
+        loss, logits = run(images, labels, *valid_batch)
         if on_step is not None:
             on_step()
-        loss_sum = loss_sum.to(loss.device) + loss.detach() * len(labels)
-        correct = correct.to(loss.device) + (logits.detach().argmax(1) == labels).sum()
+        loss_sum = loss_sum.to(loss.device) + loss * len(labels)
+        correct = correct.to(loss.device) + (logits.argmax(1) == labels).sum()
         seen += len(labels)
     if seen == 0:
         raise SelbenchError("the training split produced no batches")
     return {"loss": loss_sum / seen, "accuracy": correct / seen}
+
+
+def _eager_reason(mode: str, observer: StepObserver | None, weights_fn: WeightsFn | None) -> str | None:
+    """Why a search step cannot be captured in a CUDA graph (``None``: it can)."""
+    if mode in ("bilevel-2nd", *STOCHASTIC_MODES):
+        return f"search mode {mode} is not captured"
+    if observer is not None:
+        return "training observers watch the steps"
+    if weights_fn is not None:
+        return "the steps take custom mixing weights"
+    return None
 
 
 def _sampled_forward(supernet: nn.Module, sampler: ArchSampler, images: Tensor,

@@ -108,8 +108,11 @@ class HardSample(torch.autograd.Function):
 
 
 def one_hot_rows(index: Tensor, num_ops: int, like: Tensor) -> Tensor:
-    """[E, O] one-hot rows of ``index`` [E], in ``like``'s dtype and device."""
-    return F.one_hot(index, num_ops).to(like.dtype)
+    """[E, O] one-hot rows of ``index`` [E], in ``like``'s dtype and device.
+
+    A scatter rather than ``F.one_hot``, which reads the indices back to check their range (a host sync).
+    """
+    return torch.zeros(len(index), num_ops, dtype=like.dtype, device=like.device).scatter_(1, index.unsqueeze(1), 1.0)
 
 
 @dataclass(frozen=True)
