@@ -50,6 +50,11 @@ The fast implementation tells a supernet that offers ``active_ops`` (see
 decisions: decided edges compute only their op, removed edges nothing, and the op under
 test is skipped; measurements and fine-tuning go unchanged otherwise, so the decisions are
 those of ``implementation=reference``, which computes every op as DARTS-PT does.
+
+``precision=bf16`` runs the forward passes of measurements and fine-tuning under bf16 autocast
+(θ, α and the optimisers' states stay fp32; :func:`selbench.autocast`).  A measurement compares
+accuracies of whole validation passes, which bf16 logits rarely change, but near-ties between
+ops may resolve differently than in fp32.
 """
 from __future__ import annotations
 
@@ -63,12 +68,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from selbench import (
+    PRECISIONS,
     Option,
     SearchSpace,
     Selection,
     SelectionContext,
     Selector,
     Supernet,
+    check_precision,
     hookimpl,
 )
 
@@ -102,6 +109,8 @@ OPTIONS = {
     "tune_alphas": Option(True, "keep training α while fine-tuning (false: frozen α, DARTS-PT's variant)"),
     "implementation": Option("fast", "fast: skip ops whose weight is zero, on supernets that offer active_ops; "
                              "reference: compute every op (same decisions, for benchmarks)", ("fast", "reference")),
+    "precision": Option("fp32", "forward passes of measurements and fine-tuning: fp32 (DARTS-PT) or bf16 autocast "
+                        "(weights stay fp32)", PRECISIONS),
 }
 
 
@@ -155,6 +164,8 @@ class PerturbationSelector:
     def __init__(self, ctx: SelectionContext):
         self.ctx = ctx
         self.options = ctx.options
+        self.precision = self.options["precision"]
+        check_precision(self.precision, ctx.device, "perturbation option precision")
         self.space: SearchSpace = ctx.space
         self.supernet = ctx.supernet
         self.fast = self.options["implementation"] == "fast" and hasattr(self.supernet, "active_ops")
@@ -242,7 +253,8 @@ class PerturbationSelector:
             active[cell_type] = tuple(ops)
         limit = self.options["valid_batches"] or None
         with self._computing(active):
-            accuracy, loss = self.ctx.evaluate(weights, limit=limit, bn=self.options["bn"], augmented=self.augmented)
+            accuracy, loss = self.ctx.evaluate(weights, limit=limit, bn=self.options["bn"], augmented=self.augmented,
+                                               precision=self.precision)
         self.ctx.count("supernet_evaluations")
         return accuracy if self.options["crit"] == "acc" else -loss
 
@@ -251,7 +263,8 @@ class PerturbationSelector:
         """``proj_intv`` epochs of the harness's loop under the current projection."""
         with self._computing(self._active()):
             self.ctx.finetune(self.options["proj_intv"], weights=self._weights,
-                              train_alphas=self.options["tune_alphas"], augmented_valid=self.augmented)
+                              train_alphas=self.options["tune_alphas"], augmented_valid=self.augmented,
+                              precision=self.precision)
 
     # -- helpers ---------------------------------------------------------------------------
     def _weights(self, detach: bool = False) -> dict[str, Tensor]:

@@ -90,7 +90,8 @@ def selection_task(recipe: Recipe, supernet: Unit, selector: str, options: Mappi
         with UnitBar(describe("selection", about), enabled=progress) as bar:
             selection = select(net, selector, data=data, seed=seed, device=device, search=recipe.search,
                                progress=bar, **resolved)
-        return SelectionRecord(recipe.name, supernet.key, int(supernet.config["seed"]), selection).to_result()
+        return SelectionRecord(recipe.name, supernet.key, int(supernet.config["seed"]), selection,
+                               recipe.precision("search")).to_result()
 
     return Task("selection", recipe, config, compute, about)
 
@@ -182,7 +183,8 @@ class Grid:
     progress: bool = True
 
     def check(self) -> None:
-        """Every selector, option and the scorer, before any unit runs: one clear error each."""
+        """Every selector, option, the scorer and the recipes' precisions on the device, before any unit runs:
+        one clear error each."""
         for name in self.selectors:
             plugin_host().get("selector", name)
         for name in self.options:
@@ -192,6 +194,7 @@ class Grid:
                 _known_selector(name, f"recipe {recipe.name} [selectors]")
         chosen_scorer = get_scorer(self.scorer)
         for recipe in self.recipes:
+            recipe.check_precisions(self.device)
             if chosen_scorer.check is not None:
                 chosen_scorer.check(recipe)
             for name in self.selectors:

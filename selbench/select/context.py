@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selbench.core.errors import SelbenchError
+from selbench.core.precision import DEFAULT_PRECISION
 from selbench.core.space import SearchSpace, Supernet
 from selbench.core.tensors import Batch
 from selbench.data.augment import crop_and_flip
@@ -161,10 +162,12 @@ class SelectionContext:
 
     @torch.no_grad()
     def evaluate(self, weights: Mapping[str, Tensor] | None = None, *, split: str = "valid",
-                 limit: int | None = None, bn: str = "train", augmented: bool = False) -> tuple[float, float]:
+                 limit: int | None = None, bn: str = "train", augmented: bool = False,
+                 precision: str = DEFAULT_PRECISION) -> tuple[float, float]:
         """Accuracy and mean loss of the supernet on ``split`` under ``weights``.
 
         ``augmented``: measured on a fresh augmented pass (see :meth:`batches`).
+        ``precision``: the forward passes' (``fp32`` or ``bf16`` autocast, see :func:`selbench.autocast`).
 
         ``bn`` as in :func:`batchnorm_mode`: ``"train"`` normalises with batch statistics, as
         DARTS-PT does when it scores masked supernets; ``"eval"`` uses the running statistics.
@@ -177,12 +180,13 @@ class SelectionContext:
         with batchnorm_mode(self.supernet, bn):
             metrics = evaluate_supernet(self.supernet, counted(),
                                         (lambda: weights) if weights is not None else None,
-                                        batch_statistics=bn == "train")
+                                        batch_statistics=bn == "train", precision=precision)
         accuracy, loss = torch.stack([metrics["accuracy"].to(metrics["loss"].dtype), metrics["loss"]]).tolist()
         return accuracy, loss
 
     def finetune(self, epochs: int, *, weights: Callable[[], Mapping[str, Tensor]] | None = None,
-                 train_alphas: bool = True, augmented_valid: bool = False, **settings: float) -> None:
+                 train_alphas: bool = True, augmented_valid: bool = False, precision: str = DEFAULT_PRECISION,
+                 **settings: float) -> None:
         """Keep training the private supernet for ``epochs`` passes over the train split.
 
         θ: SGD with a constant lr (DARTS-PT's fine-tuning); α, when ``train_alphas``, takes
@@ -196,6 +200,7 @@ class SelectionContext:
         supplies the mixing weights for each step (e.g. some edges fixed one-hot), computed
         from the current α; default softmax(α).  ``augmented_valid``: α steps take their batches
         from augmented validation passes (see :meth:`batches`), as DARTS-PT's α steps do.
+        ``precision``: the forward passes' (θ and α stay fp32; see :func:`selbench.autocast`).
         """
         unknown = sorted(set(settings) - set(self.finetuning))
         if unknown:
@@ -209,7 +214,8 @@ class SelectionContext:
             search_epoch(self.supernet, self.batches("train"), lambda: self.batches("valid", augmented=augmented_valid),
                          w_optimizer=w_optimizer, a_optimizer=a_optimizer,
                          mode="bilevel-1st" if train_alphas else "frozen-alpha", weights_fn=weights,
-                         grad_clip=hyper["grad_clip"], on_step=lambda: self.count("finetune_steps"))
+                         grad_clip=hyper["grad_clip"], on_step=lambda: self.count("finetune_steps"),
+                         precision=precision)
             self.progress("fine-tune", epoch + 1, epochs)
 
     def _theta_optimizer(self, hyper: Mapping[str, float]) -> torch.optim.Optimizer:
