@@ -11,6 +11,7 @@ from torch import nn
 import selbench
 from conftest import tiny_data, tiny_supernet
 from selbench import OptionError, SelbenchError, SelectionRun
+from selbench.bench.grid import Grid
 from selbench.bench.leaderboard import build_rows, text_table
 from selbench.bench.records import RetrainRecord, SelectionRecord
 from selbench.cli import main
@@ -101,6 +102,14 @@ def test_bf16_on_a_device_without_it_is_refused_before_any_work(cuda_without_bf1
     with pytest.raises(SelbenchError, match=r"retrain\.precision = bf16"):
         retrain(CELL, micro(retrain_precision="bf16"), seed=0, device="cuda", out_dir=tmp_path / "retrain")
     assert not (tmp_path / "train").exists() and not (tmp_path / "retrain").exists()
+
+
+def test_the_grid_checks_the_recipes_and_the_selectors_precision_before_any_unit(cuda_without_bf16):
+    Grid((micro(),), ("perturbation",), (0,), (0,), device="cuda").check()
+    with pytest.raises(SelbenchError, match=r"search\.precision = bf16: device cuda"):
+        Grid((micro("bf16"),), ("alpha-magnitude",), (0,), (0,), device="cuda").check()
+    with pytest.raises(SelbenchError, match="selector 'perturbation' option precision = bf16: device cuda"):
+        Grid((micro(),), ("perturbation",), (0,), (0,), {"perturbation": {"precision": "bf16"}}, device="cuda").check()
 
 
 def test_the_train_command_says_so_in_one_line(cuda_without_bf16, monkeypatch, capsys, tmp_path):

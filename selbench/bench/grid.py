@@ -19,6 +19,7 @@ from selbench.bench.unit_bar import UnitBar
 from selbench.core.errors import OptionError
 from selbench.core.files import config_key
 from selbench.core.options import resolve_options
+from selbench.core.precision import PRECISIONS, check_precision
 from selbench.plugin.host import plugin_host
 from selbench.plugin.lookup import get_scorer
 from selbench.recipes.recipe import Recipe, without_location_keys
@@ -199,7 +200,11 @@ class Grid:
                 chosen_scorer.check(recipe)
             for name in self.selectors:
                 registration = plugin_host().get("selector", name)
-                resolve_options(registration.obj.options, self.selector_options(recipe, name), f"selector {name!r}")
+                resolved = resolve_options(registration.obj.options, self.selector_options(recipe, name),
+                                           f"selector {name!r}")
+                for key, option in registration.obj.options.items():
+                    if option.choices == PRECISIONS:  # a precision option, as perturbation's
+                        check_precision(resolved[key], self.device, f"selector {name!r} option {key}")
 
     def selector_options(self, recipe: Recipe, selector: str) -> dict[str, Any]:
         return {**recipe.selectors.get(selector, {}), **self.options.get(selector, {})}
