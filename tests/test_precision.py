@@ -16,6 +16,7 @@ from selbench.bench.leaderboard import build_rows, text_table
 from selbench.bench.records import RetrainRecord, SelectionRecord
 from selbench.cli import main
 from selbench.core.genotype import Genotype
+from selbench.core.precision import for_loss
 from selbench.recipes.recipe import Recipe
 from selbench.retrain.training import retrain
 from selbench.select.contract import Selection
@@ -155,6 +156,12 @@ def test_a_bf16_search_step_autocasts_the_forward_and_keeps_fp32_masters(conv_ou
     assert_all_fp32(v for optimizer in (w_optimizer, a_optimizer) for state in optimizer.state.values()
                     for v in state.values() if torch.is_tensor(v) and v.is_floating_point())
     assert any(not torch.equal(a, b) for a, b in zip(supernet.arch_parameters(), alphas))  # α learnt
+
+
+def test_a_loss_widens_bf16_logits_only():
+    assert for_loss(torch.zeros(2, dtype=torch.bfloat16)).dtype == torch.float32
+    logits = torch.zeros(2, dtype=torch.float64)
+    assert for_loss(logits) is logits  # a float64 model's loss stays float64
 
 
 def test_a_bf16_evaluation_is_close_to_fp32(conv_output_dtypes):

@@ -27,7 +27,7 @@ from torch import nn
 from selbench.core.errors import SelbenchError
 from selbench.core.files import atomic_torch_save
 from selbench.core.genotype import Genotype
-from selbench.core.precision import DEFAULT_PRECISION, autocast, check_precision
+from selbench.core.precision import DEFAULT_PRECISION, autocast, check_precision, for_loss
 from selbench.data.loading import SearchData, load_data
 from selbench.plugin.lookup import get_space
 from selbench.recipes.recipe import Recipe
@@ -70,9 +70,9 @@ def train_epoch(network: nn.Module, batches, optimizer: torch.optim.Optimizer, *
         optimizer.zero_grad(set_to_none=True)
         with autocast(precision, images.device):
             logits, logits_aux = network(images)
-        loss = F.cross_entropy(logits.float(), labels)
+        loss = F.cross_entropy(for_loss(logits), labels)
         if logits_aux is not None:
-            loss = loss + auxiliary_weight * F.cross_entropy(logits_aux.float(), labels)
+            loss = loss + auxiliary_weight * F.cross_entropy(for_loss(logits_aux), labels)
         loss.backward()
         if grad_clip > 0:
             nn.utils.clip_grad_norm_(network.parameters(), grad_clip)

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from selbench.core.errors import SelbenchError
-from selbench.core.precision import DEFAULT_PRECISION, autocast
+from selbench.core.precision import DEFAULT_PRECISION, autocast, for_loss
 from selbench.core.space import Supernet
 from selbench.core.tensors import Batch
 from selbench.train.sampling import SAMPLING_DEFAULTS, STOCHASTIC_MODES, ArchSampler
@@ -130,7 +130,7 @@ def first_order_arch_step(supernet: nn.Module, a_optimizer: torch.optim.Optimize
         mixing = observed_mixing(supernet, observer, weights_fn)
         with autocast(precision, valid_images.device):
             logits = supernet(valid_images, mixing)
-        F.cross_entropy(logits.float(), valid_labels).backward()
+        F.cross_entropy(for_loss(logits), valid_labels).backward()
         a_optimizer.step()
         report_step(observer, "valid", mixing)
 
@@ -307,7 +307,7 @@ def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[]
                 logits = supernet(images, mixing)
             else:
                 mixing, logits = _sampled_forward(supernet, sampler, images, observer)
-        loss = F.cross_entropy(logits.float(), labels)
+        loss = F.cross_entropy(for_loss(logits), labels)
         loss.backward()
         report_step(observer, "train", mixing)
         nn.utils.clip_grad_norm_(weights, grad_clip)
@@ -363,7 +363,7 @@ def evaluate_supernet(supernet: nn.Module, batches: Iterable[Batch], weights_fn:
     for images, labels in batches:
         with autocast(precision, images.device):
             logits = supernet(images, weights_fn() if weights_fn is not None else None)
-        batch_loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+        batch_loss = F.cross_entropy(for_loss(logits), labels, reduction="sum")
         batch_correct = (logits.argmax(1) == labels).sum()
         loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
         correct = batch_correct if correct is None else correct + batch_correct
