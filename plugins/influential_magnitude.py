@@ -80,6 +80,13 @@ re-adapting (K = 0 for ``identity``).  ``hessian=hutchinson`` averages (Δm·v)�
 is an unbiased estimate of every Δmᵀ·S·Δm at once (for ``wrt=weights`` it is the usual diagonal
 estimate m²·v_o·(Sv)_o).  Counters: ``hvps``, ``valid_batches``, and with θ re-adapting
 ``inverse_iterations`` (the HVPs spent inside Ĥ⁻¹, part of ``hvps``) and ``train_batches``.
+
+**Precision.**  Always fp32; unlike perturbation, this selector has no ``precision`` option.  Its
+scores are gradients and quadratic forms of Hessian-vector products, and the importances of an
+edge's ops differ by amounts of the order of bf16's rounding (8-bit mantissa, about 4·10⁻³
+relative per operation, compounded through forward, backward and the forward-mode pass of each
+product): in bf16 the curvature terms, and with them the ranking, would be noise.  A supernet
+trained with ``search.precision = "bf16"`` is scored in fp32 like any other.
 """
 from __future__ import annotations
 

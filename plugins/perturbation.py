@@ -50,11 +50,16 @@ The fast implementation tells a supernet that offers ``active_ops`` (see
 decisions: decided edges compute only their op, removed edges nothing, and the op under
 test is skipped; measurements and fine-tuning go unchanged otherwise, so the decisions are
 those of ``implementation=reference``, which computes every op as DARTS-PT does.
-``implementation=batched`` (the default) goes further: the candidates of one decision (an edge's ops, or a
-node's inputs in one round) are measured together, one vectorised pass per batch with the
-mixing weights stacked (:meth:`selbench.SelectionContext.evaluate_each`); each candidate
+``implementation=batched`` (the default) goes further: the candidates of one decision (an
+edge's ops, or a node's inputs in one round) are measured together, one vectorised pass per
+batch with the mixing weights stacked (:meth:`selbench.SelectionContext.evaluate_each`); each candidate
 still gets its own fresh augmented pass, drawn in the sequential order, and its own
 BatchNorm statistics, so the scores are those of one pass each up to float rounding.
+
+``precision=bf16`` runs the forward passes of measurements and fine-tuning under bf16 autocast
+(θ, α and the optimisers' states stay fp32; :func:`selbench.autocast`).  A measurement compares
+accuracies of whole validation passes, which bf16 logits rarely change, but near-ties between
+ops may resolve differently than in fp32.
 """
 from __future__ import annotations
 
@@ -68,12 +73,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from selbench import (
+    PRECISIONS,
     Option,
     SearchSpace,
     Selection,
     SelectionContext,
     Selector,
     Supernet,
+    check_precision,
     hookimpl,
 )
 
@@ -122,6 +129,8 @@ OPTIONS = {
                              "active_ops; fast: as batched, one pass per candidate; reference: every op computed, "
                              "one pass per candidate (same decisions, for benchmarks)",
                              ("batched", "fast", "reference")),
+    "precision": Option("fp32", "forward passes of measurements and fine-tuning: fp32 (DARTS-PT) or bf16 autocast "
+                        "(weights stay fp32)", PRECISIONS),
 }
 
 
@@ -175,6 +184,8 @@ class PerturbationSelector:
     def __init__(self, ctx: SelectionContext):
         self.ctx = ctx
         self.options = ctx.options
+        self.precision = self.options["precision"]
+        check_precision(self.precision, ctx.device, "perturbation option precision")
         self.space: SearchSpace = ctx.space
         self.supernet = ctx.supernet
         self.fast = self.options["implementation"] in ("fast", "batched") and hasattr(self.supernet, "active_ops")
@@ -255,7 +266,7 @@ class PerturbationSelector:
         pass (:meth:`selbench.SelectionContext.evaluate_each`, the same numbers as one pass each).
         """
         settings = dict(limit=self.options["valid_batches"] or None, bn=self.options["bn"],
-                        augmented=self.augmented)
+                        augmented=self.augmented, precision=self.precision)
         if self.batched:
             with self._computing(self._active()):  # every candidate's active ops are among these
                 results = self.ctx.evaluate_each([self._removed(removal)[0] for removal in removals], **settings)
@@ -292,7 +303,8 @@ class PerturbationSelector:
         """``proj_intv`` epochs of the harness's loop under the current projection."""
         with self._computing(self._active()):
             self.ctx.finetune(self.options["proj_intv"], weights=self._weights,
-                              train_alphas=self.options["tune_alphas"], augmented_valid=self.augmented)
+                              train_alphas=self.options["tune_alphas"], augmented_valid=self.augmented,
+                              precision=self.precision)
 
     # -- helpers ---------------------------------------------------------------------------
     def _weights(self, detach: bool = False) -> dict[str, Tensor]:

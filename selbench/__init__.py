@@ -11,6 +11,7 @@ from selbench.core.errors import (
 )
 from selbench.core.genotype import CellGenotype, Genotype
 from selbench.core.options import Option
+from selbench.core.precision import PRECISIONS, autocast, check_precision
 from selbench.core.space import NONE_OP, Edge, SearchSpace, Supernet
 from selbench.core.tensors import Batch
 from selbench.core.version import __version__
@@ -65,6 +66,7 @@ __all__ = [
     "OptionError",
     "PluginError",
     "PluginHost",
+    "PRECISIONS",
     "Recipe",
     "Scorer",
     "ScoringContext",
@@ -83,7 +85,9 @@ __all__ = [
     "TrainingObserver",
     "Trajectories",
     "__version__",
+    "autocast",
     "batchnorm_mode",
+    "check_precision",
     "count_macs",
     "count_parameters",
     "get_dataset",

@@ -51,7 +51,8 @@ def test_network_keys_are_those_of_the_spaces_build_network(tmp_path):
     partial.write_text('[supernet]\nspace = "nb201"\n[data]\n[search]\n[retrain]\nN = 2\n')
     recipe = load_recipe(partial)
     assert recipe.retrain_network() == {"C": 16, "N": 2}  # C: the space's own default, not DARTS's 36
-    assert recipe.retrain_training() == {**RETRAIN_TRAINING_DEFAULTS, "nesterov": False, "graphs": "off"}
+    assert recipe.retrain_training() == {**RETRAIN_TRAINING_DEFAULTS, "nesterov": False, "graphs": "off",
+                                         "precision": "fp32"}
     assert load_recipe("nb201-demo", ["retrain.N=3"]).retrain["N"] == 3
     assert load_recipe("demo").retrain_network() == {"C": 16, "layers": 5, "auxiliary": False}
 

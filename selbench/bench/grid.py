@@ -19,6 +19,7 @@ from selbench.bench.unit_bar import UnitBar
 from selbench.core.errors import OptionError
 from selbench.core.files import config_key
 from selbench.core.options import resolve_options
+from selbench.core.precision import PRECISIONS, check_precision
 from selbench.plugin.host import plugin_host
 from selbench.plugin.lookup import get_scorer
 from selbench.recipes.recipe import Recipe, without_location_keys
@@ -90,7 +91,8 @@ def selection_task(recipe: Recipe, supernet: Unit, selector: str, options: Mappi
         with UnitBar(describe("selection", about), enabled=progress) as bar:
             selection = select(net, selector, data=data, seed=seed, device=device, search=recipe.search,
                                progress=bar, **resolved)
-        return SelectionRecord(recipe.name, supernet.key, int(supernet.config["seed"]), selection).to_result()
+        return SelectionRecord(recipe.name, supernet.key, int(supernet.config["seed"]), selection,
+                               recipe.precision("search")).to_result()
 
     return Task("selection", recipe, config, compute, about)
 
@@ -182,7 +184,8 @@ class Grid:
     progress: bool = True
 
     def check(self) -> None:
-        """Every selector, option and the scorer, before any unit runs: one clear error each."""
+        """Every selector, option, the scorer and the recipes' precisions on the device, before any unit runs:
+        one clear error each."""
         for name in self.selectors:
             plugin_host().get("selector", name)
         for name in self.options:
@@ -192,11 +195,16 @@ class Grid:
                 _known_selector(name, f"recipe {recipe.name} [selectors]")
         chosen_scorer = get_scorer(self.scorer)
         for recipe in self.recipes:
+            recipe.check_precisions(self.device)
             if chosen_scorer.check is not None:
                 chosen_scorer.check(recipe)
             for name in self.selectors:
                 registration = plugin_host().get("selector", name)
-                resolve_options(registration.obj.options, self.selector_options(recipe, name), f"selector {name!r}")
+                resolved = resolve_options(registration.obj.options, self.selector_options(recipe, name),
+                                           f"selector {name!r}")
+                for key, option in registration.obj.options.items():
+                    if option.choices == PRECISIONS:  # a precision option, as perturbation's
+                        check_precision(resolved[key], self.device, f"selector {name!r} option {key}")
 
     def selector_options(self, recipe: Recipe, selector: str) -> dict[str, Any]:
         return {**recipe.selectors.get(selector, {}), **self.options.get(selector, {})}

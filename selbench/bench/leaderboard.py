@@ -18,7 +18,10 @@ recipe, supernet_key, supernet_seed).  Per (recipe, selector):
   larger of the two choice counts, so 1.0 means the same cell;
 * ``failed``: failed selections (no cell found) out of all selections — counted, not hidden —
   and, after them, the units of this row that *crashed* (selections or retrains that raised;
-  the next ``selbench run`` retries them, so they are not results yet).
+  the next ``selbench run`` retries them, so they are not results yet);
+* ``precision``: ``fp32`` when every stage of every run of the row computed in fp32 (the papers'
+  setting), else the stages that did not, e.g. ``search bf16, retrain bf16`` (``bf16/fp32``
+  where the row's runs differ).  The table shows this column only when some row is not all fp32.
 
 For a recipe with a truth table (a table made by ``selbench tabulate`` from a recipe of the same
 name), four more columns say how good the chosen cells are among all cells:
@@ -50,6 +53,7 @@ from selbench.bench.records import RetrainRecord, SelectionRecord
 from selbench.bench.store import RunStore
 from selbench.core.errors import SelbenchError
 from selbench.core.genotype import Genotype
+from selbench.core.precision import DEFAULT_PRECISION
 
 REFERENCE_SELECTOR = "alpha-magnitude"
 FORMATS = ("markdown", "latex", "csv", "json")
@@ -79,12 +83,24 @@ class Row:
     rank_percentile: float | None = None
     regret: float | None = None
     tau: float | None = None
+    precision: str = DEFAULT_PRECISION
 
 
 def shared_fraction(genotype: Genotype, reference: Genotype) -> float:
     """|shared (cell, node, input, op) choices| / max(|choices of either|): 1.0 iff the same cell."""
     mine, theirs = genotype.edge_choices(), reference.edge_choices()
     return len(mine & theirs) / max(len(mine), len(theirs), 1)
+
+
+def precision_label(selections: Iterable[SelectionRecord], retrains: Iterable[RetrainRecord]) -> str:
+    """``fp32``, or the stages (search, select, retrain) with another precision and theirs (module docstring)."""
+    stages = {
+        "search": {s.supernet_precision for s in selections},
+        "select": {str(s.selection.options.get("precision", DEFAULT_PRECISION)) for s in selections},
+        "retrain": {r.precision for r in retrains},
+    }
+    other = [f"{stage} {'/'.join(sorted(used))}" for stage, used in stages.items() if used - {DEFAULT_PRECISION}]
+    return ", ".join(other) or DEFAULT_PRECISION
 
 
 def welch_p_value(sample: Sequence[float], reference: Sequence[float]) -> float | None:
@@ -178,6 +194,7 @@ def build_rows(selections: Iterable[SelectionRecord], retrains: Iterable[Retrain
             selections=len(chosen),
             crashed=crashes[recipe, selector],
             **asdict(recipe_quality(recipe, chosen)),
+            precision=precision_label(chosen, scored),
         ))
     return sorted(rows, key=lambda r: (r.recipe, r.test_acc_mean is None, -(r.test_acc_mean or 0.0), r.selector))
 
@@ -212,6 +229,9 @@ def text_table(rows: Sequence[Row], *, reference: str = REFERENCE_SELECTOR) -> t
     if any(row.true_acc is not None for row in rows):  # a recipe with a truth table
         headers += QUALITY_HEADERS
         table = [line + quality_cells(row) for line, row in zip(table, rows)]
+    if any(row.precision != DEFAULT_PRECISION for row in rows):
+        headers.append("precision")
+        table = [line + [row.precision] for line, row in zip(table, rows)]
     return headers, table
 
 

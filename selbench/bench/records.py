@@ -6,7 +6,8 @@ writes them through :meth:`SelectionRecord.to_result` and :meth:`RetrainRecord.t
 Selection result: every field of :meth:`selbench.SelectionRun.to_dict` (``genotype`` (JSON or
 ``null`` when it failed), ``failure``, ``selector``, ``distribution``, ``version``,
 ``options``, ``seconds``, ``counters``, ``seed``, ``device``, ``scores``) plus ``recipe``
-(the recipe's name), ``supernet_key`` (the key of the supernet unit) and ``supernet_seed``.
+(the recipe's name), ``supernet_key`` (the key of the supernet unit), ``supernet_seed`` and
+``supernet_precision`` (the recipe's ``search.precision``; absent in older records: fp32).
 
 Retrain result (one scorer run on one selected genotype):
 
@@ -21,6 +22,7 @@ genotype           the genotype's JSON (``genotype_text``: its DARTS / NAS-Bench
 test_accuracy      top-1 test accuracy, a fraction in [0, 1]
 params_m, macs_m   parameters / multiply-adds in millions (auxiliary head excluded), or null
 seconds            wall time of the retrain, or null; ``device``: where it ran
+precision          ``fp32`` or ``bf16``: what the retrain computed in (absent in older records: fp32)
 extra              any further numbers the scorer returned
 =================  ==========================================================================
 """
@@ -32,6 +34,7 @@ from typing import Any, Mapping
 
 from selbench.core.errors import SelbenchError
 from selbench.core.genotype import Genotype
+from selbench.core.precision import DEFAULT_PRECISION
 from selbench.retrain.scorer import SCORE_FIELDS
 from selbench.select.contract import SelectionRun
 
@@ -50,6 +53,7 @@ class SelectionRecord:
     supernet_key: str
     supernet_seed: int
     selection: SelectionRun
+    supernet_precision: str = DEFAULT_PRECISION
 
     @property
     def failed(self) -> bool:
@@ -57,17 +61,18 @@ class SelectionRecord:
 
     def to_result(self) -> dict[str, Any]:
         return {**self.selection.to_dict(), "recipe": self.recipe, "supernet_key": self.supernet_key,
-                "supernet_seed": self.supernet_seed}
+                "supernet_seed": self.supernet_seed, "supernet_precision": self.supernet_precision}
 
     @classmethod
     def from_result(cls, result: Mapping[str, Any]) -> SelectionRecord:
         _require(result, _CONTEXT_FIELDS + ("selector", "genotype", "seconds"), "selection")
-        fields = {k: v for k, v in result.items() if k not in _CONTEXT_FIELDS}
+        fields = {k: v for k, v in result.items() if k not in (*_CONTEXT_FIELDS, "supernet_precision")}
         try:
             selection = SelectionRun.from_dict(fields)
         except TypeError as exc:
             raise RecordError(f"selection record does not match this selbench's SelectionRun ({exc})") from None
-        return cls(str(result["recipe"]), str(result["supernet_key"]), int(result["supernet_seed"]), selection)
+        return cls(str(result["recipe"]), str(result["supernet_key"]), int(result["supernet_seed"]), selection,
+                   str(result.get("supernet_precision", DEFAULT_PRECISION)))
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,7 @@ class RetrainRecord:
     seconds: float | None = None
     device: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    precision: str = DEFAULT_PRECISION
 
     @classmethod
     def from_score(cls, selection: SelectionRecord, *, selection_key: str, retrain_seed: int, scorer: str,
@@ -105,7 +111,8 @@ class RetrainRecord:
             selection_key=selection_key, retrain_seed=retrain_seed, scorer=scorer, genotype=genotype,
             test_accuracy=float(score["test_accuracy"]), params_m=score.get("params_m"),
             macs_m=score.get("macs_m"), seconds=score.get("seconds"), device=score.get("device"),
-            extra={k: v for k, v in score.items() if k not in SCORE_FIELDS})
+            extra={k: v for k, v in score.items() if k not in SCORE_FIELDS},
+            precision=str(score.get("precision", DEFAULT_PRECISION)))
 
     def to_result(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

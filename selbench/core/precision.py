@@ -5,6 +5,7 @@ import contextlib
 from typing import ContextManager
 
 import torch
+from torch import Tensor
 
 from selbench.core.errors import SelbenchError
 
@@ -40,3 +41,8 @@ def autocast(precision: str, device: str | torch.device) -> ContextManager:
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def for_loss(logits: Tensor) -> Tensor:
+    """``logits`` as a loss takes them: bf16 ones (an autocast forward's) widened to fp32, any other kept as is."""
+    return logits.float() if logits.dtype == torch.bfloat16 else logits

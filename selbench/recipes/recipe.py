@@ -6,8 +6,8 @@ A recipe has a ``description`` and four sections:
   ``build_supernet`` (DARTS: ``C``, ``layers``, ``steps``, ``ops``, ...); the class count and
   input channels come from the dataset;
 * ``[data]``: see :data:`selbench.data.DATA_DEFAULTS` and :data:`selbench.data.DATA_OPTIONAL_DEFAULTS`;
-* ``[search]``: see :data:`selbench.search.SEARCH_DEFAULTS`, for the stochastic modes
-  :data:`selbench.train.sampling.SAMPLING_DEFAULTS`, and ``graphs`` (:mod:`selbench.train.graphs`);
+* ``[search]``: see :data:`selbench.search.SEARCH_DEFAULTS`, :data:`SEARCH_OPTIONAL_DEFAULTS` (``precision``,
+  ``graphs``) and, for the stochastic modes, :data:`selbench.train.sampling.SAMPLING_DEFAULTS`;
 * ``[retrain]``: the discrete network and its training from scratch.  The network keys are
   the keyword arguments of the space's ``build_network`` (DARTS: ``C``, ``layers``,
   ``auxiliary``, ...; NAS-Bench-201: ``C``, ``N``); the training keys,
@@ -39,9 +39,11 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10
     import tomli as tomllib
 
+import torch
 from torch import nn
 
 from selbench.core.errors import SelbenchError
+from selbench.core.precision import DEFAULT_PRECISION, PRECISIONS, check_precision
 from selbench.core.sections import check_section, parse_text_like, typed_like
 from selbench.data.loading import DATA_DEFAULTS, DATA_OPTIONAL_DEFAULTS, check_data_section
 from selbench.plugin.lookup import get_space
@@ -51,6 +53,14 @@ from selbench.train.sampling import SAMPLING_DEFAULTS, check_sampling
 
 SECTIONS = ("supernet", "data", "search", "retrain")
 DEFAULT_SPACE = "darts"
+PRECISION_SECTIONS = ("search", "retrain")  # the sections whose stage computes in its ``precision``
+
+# [search] keys added after the first recipes.  A section holds one only when it differs from
+# its default, so recipes that leave it out keep their config hash and run-store keys.
+SEARCH_OPTIONAL_DEFAULTS: dict[str, Any] = {
+    "precision": DEFAULT_PRECISION,  # fp32, or bf16 autocast with fp32 master weights (selbench.core.precision)
+    **GRAPHS_DEFAULTS,  # "on": CUDA graphs of the training steps (selbench.train.graphs)
+}
 
 # How the discrete network trains, whatever the space: DARTS's CIFAR-10 evaluation recipe.
 RETRAIN_TRAINING_DEFAULTS: dict[str, Any] = {
@@ -70,6 +80,7 @@ RETRAIN_TRAINING_DEFAULTS: dict[str, Any] = {
 # its default, so recipes that leave it out keep their config hash and run-store keys.
 RETRAIN_OPTIONAL_DEFAULTS: dict[str, Any] = {
     "nesterov": False,  # Nesterov momentum (NAS-Bench-201's protocol)
+    "precision": DEFAULT_PRECISION,  # as search.precision
     **GRAPHS_DEFAULTS,  # "on": CUDA graphs of the training steps (selbench.train.graphs)
 }
 
@@ -157,6 +168,18 @@ class Recipe:
         """The training keys of ``[retrain]``, optional ones filled in with their defaults."""
         return {**RETRAIN_OPTIONAL_DEFAULTS, **{k: v for k, v in self.retrain.items() if k in _TRAINING_KEYS}}
 
+    def precision(self, section: str) -> str:
+        """The ``precision`` of ``[search]`` or ``[retrain]``: fp32 unless the section says otherwise."""
+        if section not in PRECISION_SECTIONS:
+            raise SelbenchError(f"[{section}] has no precision; sections with one: {', '.join(PRECISION_SECTIONS)}")
+        return getattr(self, section).get("precision", DEFAULT_PRECISION)
+
+    def check_precisions(self, device: str | torch.device) -> None:
+        """One clear :class:`SelbenchError` if ``device`` cannot compute in the precision of ``[search]`` or
+        ``[retrain]`` (bf16 on a CUDA device older than Ampere)."""
+        for section in PRECISION_SECTIONS:
+            check_precision(self.precision(section), device, f"recipe {self.name!r}: {section}.precision")
+
     def retrain_data(self) -> dict[str, Any]:
         """The ``[data]`` section for retraining: ``[retrain]``'s batch size and cutout replace the search's."""
         return {**self.data, "batch_size": self.retrain["batch_size"], "cutout": self.retrain["cutout"]}
@@ -204,10 +227,12 @@ def _check_supernet(section: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 
 def _check_search(section: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """The merged ``[search]``; the optional keys (:data:`SAMPLING_DEFAULTS`, ``graphs``) only where not at default."""
-    optional = {**SAMPLING_DEFAULTS, **GRAPHS_DEFAULTS}
+    """The merged ``[search]``; the stochastic modes' keys (:data:`SAMPLING_DEFAULTS`) and
+    :data:`SEARCH_OPTIONAL_DEFAULTS` only where not at default."""
+    optional = {**SAMPLING_DEFAULTS, **SEARCH_OPTIONAL_DEFAULTS}
     merged = check_section(section, {**SEARCH_DEFAULTS, **optional}, "search", where)
     check_sampling(merged, where)
+    _check_precision_value(merged["precision"], "search", where)
     check_graphs(merged, f"{where}: search.graphs")
     if merged["mode"] not in SEARCH_MODES:
         raise SelbenchError(f"{where}: search.mode {merged['mode']!r} is not one of {', '.join(SEARCH_MODES)}")
@@ -218,6 +243,11 @@ def _check_search(section: Mapping[str, Any], where: str) -> dict[str, Any]:
         if not 0 <= merged[beta] < 1:
             raise SelbenchError(f"{where}: search.{beta} must be in [0, 1), got {merged[beta]}")
     return {k: v for k, v in merged.items() if k in SEARCH_DEFAULTS or v != optional[k]}
+
+
+def _check_precision_value(value: str, section: str, where: str) -> None:
+    if value not in PRECISIONS:
+        raise SelbenchError(f"{where}: {section}.precision {value!r} is not one of {', '.join(PRECISIONS)}")
 
 
 def _build_network_parameters(space_name: Any, where: str) -> dict[str, inspect.Parameter] | None:
@@ -268,6 +298,7 @@ def _check_retrain(section: Mapping[str, Any], space_name: Any, where: str) -> d
             value = typed_like(default, section[key], f"{where}: retrain.{key}")
             if value != default:
                 training[key] = value
+    _check_precision_value(training.get("precision", DEFAULT_PRECISION), "retrain", where)
     check_graphs(training, f"{where}: retrain.graphs")
     return {**network, **training}
 
@@ -388,7 +419,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         example = _retrain_example(raw.get("supernet", {}).get("space", DEFAULT_SPACE), key, where)
     else:
         defaults = {"data": {**DATA_DEFAULTS, **DATA_OPTIONAL_DEFAULTS},
-                    "search": {**SEARCH_DEFAULTS, **SAMPLING_DEFAULTS, **GRAPHS_DEFAULTS}}[section]
+                    "search": {**SEARCH_DEFAULTS, **SAMPLING_DEFAULTS, **SEARCH_OPTIONAL_DEFAULTS}}[section]
         if key not in defaults:
             raise SelbenchError(f"{where}: unknown key {section}.{key}; valid keys in [{section}]: "
                                 f"{', '.join(defaults)}")

@@ -20,7 +20,9 @@ missing benchmark file) is one clear error up front, not after hours of supernet
 * ``test_accuracy`` — required, top-1 accuracy on the test set as a fraction in [0, 1];
 * ``params_m``, ``macs_m`` — parameters and multiply-adds in millions (auxiliary head excluded);
 * ``seconds`` — wall time of the scoring run; ``device`` — where it ran, e.g. ``"cuda:0"``;
-* ``artifacts`` — file names inside ``out_dir`` whose hashes the run record must keep.
+* ``artifacts`` — file names inside ``out_dir`` whose hashes the run record must keep;
+* ``precision`` — ``fp32`` or ``bf16``: what the scoring run computed in (absent: fp32, e.g. a
+  table lookup that trains nothing).
 
 Other keys are kept in the record as they are (plain JSON).
 """
@@ -35,8 +37,9 @@ import torch
 
 from selbench.core.errors import PluginError
 from selbench.core.genotype import Genotype
+from selbench.core.precision import PRECISIONS
 
-SCORE_FIELDS = ("test_accuracy", "params_m", "macs_m", "seconds", "device", "artifacts")
+SCORE_FIELDS = ("test_accuracy", "params_m", "macs_m", "seconds", "device", "artifacts", "precision")
 _OPTIONAL_NUMBERS = ("params_m", "macs_m", "seconds")
 
 Progress = Callable[[str, int, int], None]
@@ -91,6 +94,9 @@ def validate_score(scorer: str, result: Any) -> dict[str, Any]:
     artifacts = result.get("artifacts", [])
     if not isinstance(artifacts, (list, tuple)) or not all(isinstance(a, str) for a in artifacts):
         raise PluginError(f"{where} returned artifacts={artifacts!r}; expected a list of file names in out_dir")
+    precision = result.get("precision")
+    if precision is not None and precision not in PRECISIONS:
+        raise PluginError(f"{where} returned precision={precision!r}; expected one of {', '.join(PRECISIONS)}")
     return {**result, "test_accuracy": float(accuracy), "artifacts": list(artifacts)}
 
 

@@ -8,6 +8,9 @@ momentum and no clipping, as NAS-Bench-201 trains).  The network trains on every
 image the ``[data]`` section keeps and is scored once on the test split; with ``holdout`` it
 trains on the θ split only and is also scored on the α split (``valid_accuracy``), as the
 cells of a ground-truth table are.
+With ``precision = "bf16"`` the forward passes of training and testing run under bf16
+autocast; the weights, their gradients and the optimiser's state stay fp32
+(:mod:`selbench.core.precision`).
 After every epoch the full training state is saved atomically, so an interrupted retrain
 resumes from its last finished epoch.
 """
@@ -24,6 +27,7 @@ from torch import Tensor, nn
 from selbench.core.errors import SelbenchError
 from selbench.core.files import atomic_torch_save
 from selbench.core.genotype import Genotype
+from selbench.core.precision import DEFAULT_PRECISION, autocast, check_precision, for_loss
 from selbench.data.loading import SearchData, load_data
 from selbench.plugin.lookup import get_space
 from selbench.recipes.recipe import Recipe
@@ -56,20 +60,22 @@ def make_optimizer(network: nn.Module, settings: Mapping[str, Any]) -> torch.opt
 
 
 def train_epoch(network: nn.Module, batches, optimizer: torch.optim.Optimizer, *, auxiliary_weight: float,
-                grad_clip: float, graphs: bool = False) -> None:
+                grad_clip: float, precision: str = DEFAULT_PRECISION, graphs: bool = False) -> None:
     """One pass of DARTS's evaluation training: L = CE(logits) + w_aux · CE(aux logits).
 
-    The gradient norm is clipped to ``grad_clip``; 0 means no clipping.  ``graphs``: replay
-    each full batch's step from a CUDA graph (:mod:`selbench.train.graphs`; eager off CUDA).
+    The gradient norm is clipped to ``grad_clip``; 0 means no clipping.  The forward passes
+    compute in ``precision``, the losses in fp32.  ``graphs``: replay each full batch's step
+    from a CUDA graph (:mod:`selbench.train.graphs`; eager off CUDA).
     """
     network.train()
 
     def step(images: Tensor, labels: Tensor) -> tuple[Tensor]:
         optimizer.zero_grad(set_to_none=True)
-        logits, logits_aux = network(images)
-        loss = F.cross_entropy(logits, labels)
+        with autocast(precision, images.device):
+            logits, logits_aux = network(images)
+        loss = F.cross_entropy(for_loss(logits), labels)
         if logits_aux is not None:
-            loss = loss + auxiliary_weight * F.cross_entropy(logits_aux, labels)
+            loss = loss + auxiliary_weight * F.cross_entropy(for_loss(logits_aux), labels)
         loss.backward()
         if grad_clip > 0:
             nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
@@ -82,13 +88,17 @@ def train_epoch(network: nn.Module, batches, optimizer: torch.optim.Optimizer, *
 
 
 @torch.no_grad()
-def split_accuracy(network: nn.Module, data: SearchData, split: str = "test") -> float:
-    """Top-1 accuracy of ``network`` (in eval mode) over one unaugmented split, ``"test"`` or ``"valid"``."""
+def split_accuracy(network: nn.Module, data: SearchData, split: str = "test",
+                   precision: str = DEFAULT_PRECISION) -> float:
+    """Top-1 accuracy of ``network`` (in eval mode) over one unaugmented split, ``"test"`` or ``"valid"``,
+    the forward passes in ``precision``."""
     network.eval()
     correct = torch.zeros((), dtype=torch.int64, device=data.device)
     seen = 0
     for images, labels in data.batches(split):
-        correct += (network(images)[0].argmax(1) == labels).sum()
+        with autocast(precision, images.device):
+            logits = network(images)[0]
+        correct += (logits.argmax(1) == labels).sum()
         seen += len(labels)
     return correct.item() / seen
 
@@ -98,8 +108,11 @@ def retrain(genotype: Genotype, recipe: Recipe, *, seed: int, device: str | torc
     """Train ``genotype`` from scratch with ``recipe.retrain``; return the score dict (see :class:`selbench.Scorer`).
 
     ``holdout``: train on the θ split only and add ``valid_accuracy``, measured on the α split.
+    The score dict says the ``precision`` the network trained and was tested in (``retrain.precision``).
     """
     device = torch.device(device)
+    precision = recipe.precision("retrain")
+    check_precision(precision, device, f"recipe {recipe.name!r}: retrain.precision")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = recipe.retrain_training()
@@ -125,7 +138,7 @@ def retrain(genotype: Genotype, recipe: Recipe, *, seed: int, device: str | torc
         if hasattr(network, "drop_path_prob"):
             network.drop_path_prob = settings["drop_path_prob"] * epoch / epochs
         train_epoch(network, data.batches("train" if holdout else "train_full"), optimizer,
-                    auxiliary_weight=settings["auxiliary_weight"], grad_clip=settings["grad_clip"],
+                    auxiliary_weight=settings["auxiliary_weight"], grad_clip=settings["grad_clip"], precision=precision,
                     graphs=settings["graphs"] == "on")
         scheduler.step()
         atomic_torch_save({"format": STATE_FORMAT, "identity": identity, "epoch": epoch + 1,
@@ -135,14 +148,14 @@ def retrain(genotype: Genotype, recipe: Recipe, *, seed: int, device: str | torc
                            "torch_rng": torch.get_rng_state()}, state_path)
         if progress is not None:
             progress("retrain", epoch + 1, epochs)
-    accuracies = {"test_accuracy": split_accuracy(network, data, "test")}
+    accuracies = {"test_accuracy": split_accuracy(network, data, "test", precision)}
     if holdout:
-        accuracies["valid_accuracy"] = split_accuracy(network, data, "valid")
+        accuracies["valid_accuracy"] = split_accuracy(network, data, "valid", precision)
     atomic_torch_save(network.state_dict(), out_dir / WEIGHTS_FILE)
     state_path.unlink(missing_ok=True)
     return {**accuracies, "params_m": params / 1e6, "macs_m": macs / 1e6,
             "seconds": seconds_before + time.perf_counter() - start, "device": str(device),
-            "artifacts": [WEIGHTS_FILE], "epochs": epochs}
+            "artifacts": [WEIGHTS_FILE], "epochs": epochs, "precision": precision}
 
 
 def _resume(path: Path, identity: dict[str, Any], network: nn.Module, optimizer: torch.optim.Optimizer,

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selbench.core.errors import SelbenchError
+from selbench.core.precision import DEFAULT_PRECISION, autocast
 from selbench.core.space import SearchSpace, Supernet
 from selbench.core.tensors import Batch
 from selbench.data.augment import crop_and_flip
@@ -167,10 +168,12 @@ class SelectionContext:
 
     @torch.no_grad()
     def evaluate(self, weights: Mapping[str, Tensor] | None = None, *, split: str = "valid",
-                 limit: int | None = None, bn: str = "train", augmented: bool = False) -> tuple[float, float]:
+                 limit: int | None = None, bn: str = "train", augmented: bool = False,
+                 precision: str = DEFAULT_PRECISION) -> tuple[float, float]:
         """Accuracy and mean loss of the supernet on ``split`` under ``weights``.
 
         ``augmented``: measured on a fresh augmented pass (see :meth:`batches`).
+        ``precision``: the forward passes' (``fp32`` or ``bf16`` autocast, see :func:`selbench.autocast`).
 
         ``bn`` as in :func:`batchnorm_mode`: ``"train"`` normalises with batch statistics, as
         DARTS-PT does when it scores masked supernets; ``"eval"`` uses the running statistics.
@@ -183,14 +186,14 @@ class SelectionContext:
         with batchnorm_mode(self.supernet, bn):
             metrics = evaluate_supernet(self.supernet, counted(),
                                         (lambda: weights) if weights is not None else None,
-                                        batch_statistics=bn == "train")
+                                        batch_statistics=bn == "train", precision=precision)
         accuracy, loss = torch.stack([metrics["accuracy"].to(metrics["loss"].dtype), metrics["loss"]]).tolist()
         return accuracy, loss
 
     @torch.no_grad()
     def evaluate_each(self, candidates: Sequence[Mapping[str, Tensor]], *, split: str = "valid",
                       limit: int | None = None, bn: str = "train",
-                      augmented: bool = False) -> list[tuple[float, float]]:
+                      augmented: bool = False, precision: str = DEFAULT_PRECISION) -> list[tuple[float, float]]:
         """:meth:`evaluate` for each of several mixing weights, measured together in one vectorised pass.
 
         The result equals ``[self.evaluate(w, ...) for w in candidates]`` up to float rounding:
@@ -200,6 +203,7 @@ class SelectionContext:
         :mod:`selbench.select.candidates`).  A supernet that ``torch.func.vmap`` cannot run is
         measured one candidate at a time on the same batches instead (one warning per
         context).  Memory: the K passes' batches at once, and K× a forward pass.
+        ``precision``: the forward passes', as in :meth:`evaluate`.
         """
         if not candidates:
             return []
@@ -211,20 +215,23 @@ class SelectionContext:
         with batchnorm_mode(self.supernet, bn):
             if self._vectorise:
                 try:
-                    accuracy, loss = evaluate_candidates(self.supernet, candidates, passes, shared=not augmented)
+                    with autocast(precision, self.device):
+                        accuracy, loss = evaluate_candidates(self.supernet, candidates, passes,
+                                                             shared=not augmented)
                 except NotVectorisable as exc:
                     log.warning("%s cannot be vectorised over mixing weights by torch.func.vmap (%s); measuring "
                                 "one candidate at a time", type(self.supernet).__name__, exc)
                     self._vectorise = False
             if not self._vectorise:
                 metrics = [evaluate_supernet(self.supernet, batches, lambda w=weights: w,
-                                             batch_statistics=bn == "train")
+                                             batch_statistics=bn == "train", precision=precision)
                            for weights, batches in zip(candidates, passes)]
                 accuracy, loss = (torch.stack([m[key] for m in metrics]) for key in ("accuracy", "loss"))
         return [(acc, mean_loss) for acc, mean_loss in torch.stack([accuracy.to(loss.dtype), loss], dim=1).tolist()]
 
     def finetune(self, epochs: int, *, weights: Callable[[], Mapping[str, Tensor]] | None = None,
-                 train_alphas: bool = True, augmented_valid: bool = False, **settings: float) -> None:
+                 train_alphas: bool = True, augmented_valid: bool = False, precision: str = DEFAULT_PRECISION,
+                 **settings: float) -> None:
         """Keep training the private supernet for ``epochs`` passes over the train split.
 
         θ: SGD with a constant lr (DARTS-PT's fine-tuning); α, when ``train_alphas``, takes
@@ -238,6 +245,7 @@ class SelectionContext:
         supplies the mixing weights for each step (e.g. some edges fixed one-hot), computed
         from the current α; default softmax(α).  ``augmented_valid``: α steps take their batches
         from augmented validation passes (see :meth:`batches`), as DARTS-PT's α steps do.
+        ``precision``: the forward passes' (θ and α stay fp32; see :func:`selbench.autocast`).
         """
         unknown = sorted(set(settings) - set(self.finetuning))
         if unknown:
@@ -251,7 +259,8 @@ class SelectionContext:
             search_epoch(self.supernet, self.batches("train"), lambda: self.batches("valid", augmented=augmented_valid),
                          w_optimizer=w_optimizer, a_optimizer=a_optimizer,
                          mode="bilevel-1st" if train_alphas else "frozen-alpha", weights_fn=weights,
-                         grad_clip=hyper["grad_clip"], on_step=lambda: self.count("finetune_steps"))
+                         grad_clip=hyper["grad_clip"], on_step=lambda: self.count("finetune_steps"),
+                         precision=precision)
             self.progress("fine-tune", epoch + 1, epochs)
 
     def _theta_optimizer(self, hyper: Mapping[str, float]) -> torch.optim.Optimizer:

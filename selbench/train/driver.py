@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from selbench.core.errors import CheckpointError, SelbenchError
 from selbench.core.files import atomic_torch_save, atomic_write_json, file_sha256, read_json
+from selbench.core.precision import check_precision
 from selbench.core.space import Supernet
 from selbench.core.tensors import to_host
 from selbench.data.loading import SearchData, load_data
@@ -57,6 +58,8 @@ def train_supernet(recipe: Recipe, *, seed: int, device: str | torch.device = "c
     ``progress``: ``True`` shows a bar per epoch, ``False`` nothing, and a callable is
     called as ``progress(label, step, steps)`` after every θ step.  ``observers`` watch the
     steps and add per-epoch data to the record (default: every registered training observer).
+    The forward passes compute in the recipe's ``search.precision`` (:mod:`selbench.train.loop`); a
+    device that cannot is one :class:`SelbenchError` before any work.
     """
     out_dir = Path(out_dir)
     checkpoint_path, record_path, state_path = out_dir / CHECKPOINT_FILE, out_dir / RECORD_FILE, out_dir / STATE_FILE
@@ -65,7 +68,8 @@ def train_supernet(recipe: Recipe, *, seed: int, device: str | torch.device = "c
         return checkpoint_path
     device = torch.device(device)
     search = recipe.search
-    mode, epochs = search["mode"], search["epochs"]
+    mode, epochs, precision = search["mode"], search["epochs"], recipe.precision("search")
+    check_precision(precision, device, f"recipe {recipe.name!r}: search.precision")
 
     data = load_data(recipe.data, seed=seed, device=device)
     torch.manual_seed(seed)
@@ -84,7 +88,7 @@ def train_supernet(recipe: Recipe, *, seed: int, device: str | torch.device = "c
     watching = ObserverSet(training_observers() if observers is None else observers, net.space)
     observer = watching if watching.observers else None
     arch_step = arch_step_for(mode, supernet, w_optimizer=w_optimizer, a_optimizer=a_optimizer,
-                              hvp_epsilon=search["hvp_epsilon"], observer=observer)
+                              hvp_epsilon=search["hvp_epsilon"], observer=observer, precision=precision)
     has_valid = data.split_size("valid") > 0
     if ALPHA_SPLIT[mode] == "valid" and not has_valid:
         raise SelbenchError(f"recipe {recipe.name!r}: search.mode {mode!r} learns α on the 'valid' split, which "
@@ -108,8 +112,8 @@ def train_supernet(recipe: Recipe, *, seed: int, device: str | torch.device = "c
             w_optimizer=w_optimizer, a_optimizer=a_optimizer, mode=mode, arch_step=arch_step,
             grad_clip=search["grad_clip"], on_step=on_step, observer=observer,
             sampler=sampler_for(mode, sampling, epoch) if mode in STOCHASTIC_MODES else None,
-            arch_grad_clip=sampling["arch_grad_clip"], graphs=search.get("graphs") == "on")
-        valid_metrics = evaluate_supernet(supernet, data.batches("valid")) if has_valid else None
+            arch_grad_clip=sampling["arch_grad_clip"], precision=precision, graphs=search.get("graphs") == "on")
+        valid_metrics = evaluate_supernet(supernet, data.batches("valid"), precision=precision) if has_valid else None
         scheduler.step()
         history.append(_epoch_record(epoch, lr, train_metrics, valid_metrics, supernet, watching.end_epoch(),
                                      time.perf_counter() - epoch_start))

@@ -18,6 +18,12 @@ loss came from (``train`` for θ's step, ``valid`` for a bi-level α step).  Obs
 changes the numbers: the loop computes softmax(α) itself, exactly as the supernet would,
 and passes it in as the step's mixing weights.  In the stochastic modes the observer sees the
 step's samples Z and ∂L/∂Z.
+
+``precision = "bf16"`` runs the forward passes of θ's steps, of DARTS's first-order α steps
+and of evaluations under bf16 autocast (:mod:`selbench.core.precision`): parameters,
+gradients and optimiser states stay fp32 and losses are reduced in fp32.  The second-order
+α step stays fp32, since its finite-difference Hessian-vector product is a difference of two
+nearly equal gradients, which bf16's 8-bit mantissa would turn into rounding noise.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from selbench.core.errors import SelbenchError
+from selbench.core.precision import DEFAULT_PRECISION, autocast, for_loss
 from selbench.core.space import Supernet
 from selbench.core.tensors import Batch
 from selbench.train.graphs import GraphedStep
@@ -114,14 +121,17 @@ def _no_custom_weights(observer: StepObserver | None, weights_fn: WeightsFn | No
 
 
 def first_order_arch_step(supernet: nn.Module, a_optimizer: torch.optim.Optimizer,
-                          weights_fn: WeightsFn | None = None, observer: StepObserver | None = None) -> ArchStep:
-    """DARTS first order: ∇_α L_val(w, α) at the current w."""
+                          weights_fn: WeightsFn | None = None, observer: StepObserver | None = None,
+                          precision: str = DEFAULT_PRECISION) -> ArchStep:
+    """DARTS first order: ∇_α L_val(w, α) at the current w, the forward pass in ``precision``."""
     _no_custom_weights(observer, weights_fn)
 
     def step(train_images: Tensor, train_labels: Tensor, valid_images: Tensor, valid_labels: Tensor) -> None:
         a_optimizer.zero_grad(set_to_none=True)
         mixing = observed_mixing(supernet, observer, weights_fn)
-        F.cross_entropy(supernet(valid_images, mixing), valid_labels).backward()
+        with autocast(precision, valid_images.device):
+            logits = supernet(valid_images, mixing)
+        F.cross_entropy(for_loss(logits), valid_labels).backward()
         a_optimizer.step()
         report_step(observer, "valid", mixing)
 
@@ -217,17 +227,19 @@ def _zeros_for_unused(grads: Sequence[Tensor | None], inputs: Sequence[Tensor]) 
 
 def arch_step_for(mode: str, supernet: nn.Module, *, w_optimizer: torch.optim.Optimizer,
                   a_optimizer: torch.optim.Optimizer | None, weights_fn: WeightsFn | None = None,
-                  hvp_epsilon: float = 0.01, observer: StepObserver | None = None) -> ArchStep | None:
+                  hvp_epsilon: float = 0.01, observer: StepObserver | None = None,
+                  precision: str = DEFAULT_PRECISION) -> ArchStep | None:
     """The α update of a bi-level ``mode`` (``None`` for the others, which update α with θ or not at all).
 
-    ``observer`` watches the α steps (split ``valid``).
+    ``observer`` watches the α steps (split ``valid``).  ``precision`` applies to the first-order
+    step; the second-order step computes in fp32 (module docstring).
     """
     if mode not in ("bilevel-1st", "bilevel-2nd"):
         return None
     if a_optimizer is None:
         raise SelbenchError(f"search mode {mode!r} updates α and needs an α optimiser")
     if mode == "bilevel-1st":
-        return first_order_arch_step(supernet, a_optimizer, weights_fn, observer)
+        return first_order_arch_step(supernet, a_optimizer, weights_fn, observer, precision)
     return second_order_arch_step(supernet, a_optimizer, w_optimizer, weights_fn, hvp_epsilon, observer)
 
 
@@ -236,7 +248,7 @@ def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[]
                  arch_step: ArchStep | None = None, weights_fn: WeightsFn | None = None, grad_clip: float = 5.0,
                  on_step: Callable[[], None] | None = None, observer: StepObserver | None = None,
                  sampler: ArchSampler | None = None, arch_grad_clip: float = SAMPLING_DEFAULTS["arch_grad_clip"],
-                 graphs: bool = False) -> dict[str, Tensor]:
+                 precision: str = DEFAULT_PRECISION, graphs: bool = False) -> dict[str, Tensor]:
     """One pass over ``train``; returns device tensors ``loss`` and ``accuracy`` (means over the epoch).
 
     Bi-level modes pair each training batch with the next validation batch; ``valid()``
@@ -250,6 +262,7 @@ def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[]
     ``graphs``: replay each full batch's step (α step included) from a CUDA graph
     (:mod:`selbench.train.graphs`) in the modes single-level, bilevel-1st and frozen-alpha
     without an observer or custom mixing weights; elsewhere, and off CUDA, the steps run eagerly.
+    ``precision``: the forward passes' (module docstring), also of an α step built here.
     """
     _no_custom_weights(observer, weights_fn)
     if mode not in SEARCH_MODES:
@@ -269,7 +282,7 @@ def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[]
         sampler = None
     if bilevel and arch_step is None:
         arch_step = arch_step_for(mode, supernet, w_optimizer=w_optimizer, a_optimizer=a_optimizer,
-                                  weights_fn=weights_fn, observer=observer)
+                                  weights_fn=weights_fn, observer=observer, precision=precision)
     supernet.train()
     weights = list(cast(Supernet, supernet).weight_parameters())
     valid_batches = _cycle(valid) if bilevel and valid is not None else None
@@ -288,12 +301,13 @@ def search_epoch(supernet: nn.Module, train: Iterable[Batch], valid: Callable[[]
         w_optimizer.zero_grad(set_to_none=not keep_zero_grads)
         if single_level_optimizer is not None:
             single_level_optimizer.zero_grad(set_to_none=True)
-        if sampler is None:
-            mixing = observed_mixing(supernet, observer, weights_fn)
-            logits = supernet(images, mixing)
-        else:
-            mixing, logits = _sampled_forward(supernet, sampler, images, observer)
-        loss = F.cross_entropy(logits, labels)
+        with autocast(precision, images.device):
+            if sampler is None:
+                mixing = observed_mixing(supernet, observer, weights_fn)
+                logits = supernet(images, mixing)
+            else:
+                mixing, logits = _sampled_forward(supernet, sampler, images, observer)
+        loss = F.cross_entropy(for_loss(logits), labels)
         loss.backward()
         report_step(observer, "train", mixing)
         nn.utils.clip_grad_norm_(weights, grad_clip)
@@ -357,8 +371,8 @@ def _cycle(start_pass: Callable[[], Iterable[Batch]]) -> Iterator[Batch]:
 
 @torch.no_grad()
 def evaluate_supernet(supernet: nn.Module, batches: Iterable[Batch], weights_fn: WeightsFn | None = None, *,
-                      batch_statistics: bool = False) -> dict[str, Tensor]:
-    """Mean ``loss`` and ``accuracy`` (device tensors) over ``batches``.
+                      batch_statistics: bool = False, precision: str = DEFAULT_PRECISION) -> dict[str, Tensor]:
+    """Mean ``loss`` and ``accuracy`` (device tensors) over ``batches``, the forward passes in ``precision``.
 
     BatchNorm uses its running statistics (eval mode, as DARTS's ``infer``) unless
     ``batch_statistics`` (train mode, as DARTS-PT when it scores masked supernets).
@@ -369,8 +383,9 @@ def evaluate_supernet(supernet: nn.Module, batches: Iterable[Batch], weights_fn:
     correct: Tensor | None = None
     seen = 0
     for images, labels in batches:
-        logits = supernet(images, weights_fn() if weights_fn is not None else None)
-        batch_loss = F.cross_entropy(logits, labels, reduction="sum")
+        with autocast(precision, images.device):
+            logits = supernet(images, weights_fn() if weights_fn is not None else None)
+        batch_loss = F.cross_entropy(for_loss(logits), labels, reduction="sum")
         batch_correct = (logits.argmax(1) == labels).sum()
         loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
         correct = batch_correct if correct is None else correct + batch_correct

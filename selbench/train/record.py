@@ -25,11 +25,13 @@ ALPHA_SPLIT = {"single-level": "train", "bilevel-1st": "valid", "bilevel-2nd": "
 
 def run_record(recipe: Any, seed: int, mode: str, config_hash: str, space: SearchSpace, history: list,
                seconds: float, device: torch.device) -> dict[str, Any]:
-    """The ``supernet.json`` of a finished run: recipe, per-epoch history, cell layout, where and with what it ran."""
+    """The ``supernet.json`` of a finished run: recipe, per-epoch history, cell layout, where, in which
+    precision and with what it ran."""
     return {
         "format": RECORD_FORMAT, "version": 1, "recipe_name": recipe.name, "recipe": recipe.to_dict(),
         "config_hash": config_hash, "seed": seed, "mode": mode, "alpha_split": ALPHA_SPLIT[mode],
         "space": space_layout(space), "epochs": history, "wall_seconds": seconds, "device": describe_device(device),
+        "precision": recipe.precision("search"),
         "torch_version": torch.__version__, "selbench_version": __version__,
         "python_version": platform.python_version(),
         "checkpoint": CHECKPOINT_FILE,
