@@ -18,7 +18,6 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from selbench.core.errors import SelbenchError
-from selbench.core.precision import for_loss
 from selbench.core.tensors import Batch
 
 Candidate = Mapping[str, Tensor]
@@ -66,7 +65,7 @@ def evaluate_candidates(supernet: nn.Module, candidates: Sequence[Candidate], pa
         except RuntimeError as exc:
             raise NotVectorisable(str(exc).strip().splitlines()[0]) from exc
         labels = labels.expand(count, -1) if shared else labels
-        losses = F.cross_entropy(for_loss(logits).flatten(0, 1), labels.flatten(), reduction="none").view(count, -1)
+        losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(count, -1)
         loss_sum = loss_sum + losses.sum(1).to(loss_sum.dtype)
         correct = correct + (logits.argmax(-1) == labels).sum(1)
         seen += labels.shape[1]

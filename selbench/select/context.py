@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selbench.core.errors import SelbenchError
-from selbench.core.precision import DEFAULT_PRECISION, autocast
+from selbench.core.precision import DEFAULT_PRECISION, check_precision
 from selbench.core.space import SearchSpace, Supernet
 from selbench.core.tensors import Batch
 from selbench.data.augment import crop_and_flip
@@ -203,7 +203,8 @@ class SelectionContext:
         :mod:`selbench.select.candidates`).  A supernet that ``torch.func.vmap`` cannot run is
         measured one candidate at a time on the same batches instead (one warning per
         context).  Memory: the K passes' batches at once, and K× a forward pass.
-        ``precision``: the forward passes', as in :meth:`evaluate`.
+        ``precision``: the forward passes', as in :meth:`evaluate`; vmap's batched kernels
+        ignore autocast, so bf16 candidates are measured one at a time on the same batches.
         """
         if not candidates:
             return []
@@ -212,17 +213,17 @@ class SelectionContext:
         else:
             passes = [list(self.batches(split, limit))] * len(candidates)
         self.count("forward_passes", len(candidates) * len(passes[0]))
+        check_precision(precision, self.device)
+        vectorised = self._vectorise and precision == "fp32"
         with batchnorm_mode(self.supernet, bn):
-            if self._vectorise:
+            if vectorised:
                 try:
-                    with autocast(precision, self.device):
-                        accuracy, loss = evaluate_candidates(self.supernet, candidates, passes,
-                                                             shared=not augmented)
+                    accuracy, loss = evaluate_candidates(self.supernet, candidates, passes, shared=not augmented)
                 except NotVectorisable as exc:
                     log.warning("%s cannot be vectorised over mixing weights by torch.func.vmap (%s); measuring "
                                 "one candidate at a time", type(self.supernet).__name__, exc)
-                    self._vectorise = False
-            if not self._vectorise:
+                    self._vectorise = vectorised = False
+            if not vectorised:
                 metrics = [evaluate_supernet(self.supernet, batches, lambda w=weights: w,
                                              batch_statistics=bn == "train", precision=precision)
                            for weights, batches in zip(candidates, passes)]
