@@ -40,7 +40,9 @@ def autocast(precision: str, device: str | torch.device) -> ContextManager:
     check_precision(precision, device)
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    # no cast cache: a CUDA graph must not capture casts cached outside it (each weight is cast once per
+    # forward anyway, so the cache saves nothing here)
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, cache_enabled=False)
 
 
 def for_loss(logits: Tensor) -> Tensor:
