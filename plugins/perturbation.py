@@ -283,9 +283,9 @@ class PerturbationSelector:
         """The mixing weights and computed ops of the projected supernet without ``removal``."""
         weights = self._weights(detach=True)
         active = self._active()
-        if removal.edge is None:
-            return weights, active
         cell_type, edge, op = removal
+        if edge is None:
+            return weights, active
         assert cell_type is not None, "an edge is measured in its cell type"
         weights[cell_type] = weights[cell_type].clone()
         ops = list(active[cell_type])

@@ -185,7 +185,7 @@ class SelectionContext:
 
         with batchnorm_mode(self.supernet, bn):
             metrics = evaluate_supernet(self.supernet, counted(),
-                                        (lambda: weights) if weights is not None else None,
+                                        _constant(weights) if weights is not None else None,
                                         batch_statistics=bn == "train", precision=precision)
         accuracy, loss = torch.stack([metrics["accuracy"].to(metrics["loss"].dtype), metrics["loss"]]).tolist()
         return accuracy, loss
@@ -224,7 +224,7 @@ class SelectionContext:
                                 "one candidate at a time", type(self.supernet).__name__, exc)
                     self._vectorise = vectorised = False
             if not vectorised:
-                metrics = [evaluate_supernet(self.supernet, batches, lambda w=weights: w,
+                metrics = [evaluate_supernet(self.supernet, batches, _constant(weights),
                                              batch_statistics=bn == "train", precision=precision)
                            for weights, batches in zip(candidates, passes)]
                 accuracy, loss = (torch.stack([m[key] for m in metrics]) for key in ("accuracy", "loss"))
@@ -325,6 +325,11 @@ def batchnorm_mode(module: nn.Module, bn: str) -> Iterator[None]:
         for m, track in zip(norms, tracking):
             m.track_running_stats = track
         module.train(was_training)
+
+
+def _constant(weights: Mapping[str, Tensor]) -> Callable[[], Mapping[str, Tensor]]:
+    """A ``weights_fn`` that always gives ``weights``."""
+    return lambda: weights
 
 
 def _split_length(data: Any, split: str) -> int:
