@@ -10,8 +10,7 @@ small splits, so that it runs on a CPU.
 
     python benchmarks/bench_perturbation.py [--C 4] [--layers 3] [--proj-intv 5] [--repeats 1]
 
-Every value of the selector's ``implementation`` option is timed (read from the installed
-selector), and all must give the same genotype.
+The implementations are read from the installed selector's ``implementation`` option.
 """
 from __future__ import annotations
 

@@ -249,11 +249,14 @@ def retrain_rows(size_name: str, rounds: int, device: torch.device) -> list[Row]
     return timed_rows(group, steps, rounds, device, {})
 
 
+def load_average() -> str:
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def machine(device: torch.device) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (f"device {device} ({name}); CPU {cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch "
-            f"threads, load average {load}; torch {torch.__version__}, selbench {selbench.__version__}, "
+            f"threads, load average {load_average()}; torch {torch.__version__}, selbench {selbench.__version__}, "
             f"Python {platform.python_version()}")
 
 
@@ -273,8 +276,7 @@ def main() -> None:
     rows = [*supernet_rows(size, ROUNDS, device), *search_epoch_rows(2 if args.quick else 5, device),
             *perturbation_rows(device), *hessian_rows(args.quick, device), *retrain_rows(size, ROUNDS, device)]
     print(tabulate(rows, headers=["what", "variant", "seconds", "÷ base", "peak memory", "note"]))
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"total {time.perf_counter() - start:.0f} s; load average at the end {load}")
+    print(f"total {time.perf_counter() - start:.0f} s; load average at the end {load_average()}")
 
 
 if __name__ == "__main__":

@@ -267,22 +267,25 @@ class PerturbationSelector:
         """
         settings = dict(limit=self.options["valid_batches"] or None, bn=self.options["bn"],
                         augmented=self.augmented, precision=self.precision)
+        projected = self._weights(detach=True), self._active()
         if self.batched:
-            with self._computing(self._active()):  # every candidate's active ops are among these
-                results = self.ctx.evaluate_each([self._removed(removal)[0] for removal in removals], **settings)
+            with self._computing(projected[1]):  # every candidate's active ops are among these
+                results = self.ctx.evaluate_each([self._removed(removal, *projected)[0] for removal in removals],
+                                                 **settings)
         else:
             results = []
             for removal in removals:
-                weights, active = self._removed(removal)
+                weights, active = self._removed(removal, *projected)
                 with self._computing(active):
                     results.append(self.ctx.evaluate(weights, **settings))
         self.ctx.count("supernet_evaluations", len(removals))
         return [accuracy if self.options["crit"] == "acc" else -loss for accuracy, loss in results]
 
-    def _removed(self, removal: Removal) -> tuple[dict[str, Tensor], dict[str, ActiveOps]]:
-        """The mixing weights and computed ops of the projected supernet without ``removal``."""
-        weights = self._weights(detach=True)
-        active = self._active()
+    @staticmethod
+    def _removed(removal: Removal, weights: Mapping[str, Tensor],
+                 active: Mapping[str, ActiveOps]) -> tuple[dict[str, Tensor], dict[str, ActiveOps]]:
+        """The projected supernet's mixing ``weights`` and computed ops ``active`` without ``removal`` (copies)."""
+        weights, active = dict(weights), dict(active)
         cell_type, edge, op = removal
         if edge is None:
             return weights, active
