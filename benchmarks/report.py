@@ -39,6 +39,7 @@ import os
 import platform
 import resource
 import statistics
+import sys
 import time
 from typing import Callable
 
@@ -273,8 +274,18 @@ def main() -> None:
     size = "demo" if args.quick else "paper"
     start = time.perf_counter()
     print(machine(device))
-    rows = [*supernet_rows(size, ROUNDS, device), *search_epoch_rows(2 if args.quick else 5, device),
-            *perturbation_rows(device), *hessian_rows(args.quick, device), *retrain_rows(size, ROUNDS, device)]
+    groups: dict[str, Callable[[], list[Row]]] = {
+        "supernet steps": lambda: supernet_rows(size, ROUNDS, device),
+        "paper search epoch": lambda: search_epoch_rows(2 if args.quick else 5, device),
+        "DARTS-PT selections": lambda: perturbation_rows(device),
+        "Hessian diagonals": lambda: hessian_rows(args.quick, device),
+        "retrain steps": lambda: retrain_rows(size, ROUNDS, device),
+    }
+    rows = []
+    for done, (label, measure) in enumerate(groups.items()):
+        print(f"[{done + 1}/{len(groups)}] timing {label} ({time.perf_counter() - start:.0f} s so far)",
+              file=sys.stderr, flush=True)
+        rows += measure()
     print(tabulate(rows, headers=["what", "variant", "seconds", "÷ base", "peak memory", "note"]))
     print(f"total {time.perf_counter() - start:.0f} s; load average at the end {load_average()}")
 
