@@ -125,10 +125,15 @@ def _wait_for_saved_epochs(runs: Path, deadline: float) -> list[dict]:
 
 
 def _start_when_requeued(job: str, env: dict[str, str], deadline: float) -> None:
-    """Slurm holds a requeued job for about two minutes (its begin time); an administrator's nudge saves them."""
+    """Slurm holds a requeued job for about two minutes (its begin time); an administrator's nudge saves them.
+
+    The nudge waits for the node to be idle again: released while the killed run's step is still being
+    cleaned up, the job is allocated at once and killed again ("Job credential revoked").
+    """
     while time.time() < deadline:
         state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], env=env, capture_output=True, text=True)
-        if state.stdout.strip() == "PENDING":
+        node = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True)
+        if state.stdout.strip() == "PENDING" and node.stdout.strip() == "idle":
             subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=env, capture_output=True)
             return
         time.sleep(0.2)
